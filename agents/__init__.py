@@ -1,0 +1,1 @@
+"""Agents: collectors that feed the world model, and stable-baselines3 glue."""
