@@ -49,7 +49,7 @@ def main() -> None:
         envs[("MiniWorld-MazeS3-v0", size)] = gym.make("MiniWorld-MazeS3-v0", obs_width=size, obs_height=size)
     rng = np.random.default_rng(0)
     samples: dict[tuple[str, int], list[float]] = {key: [] for key in envs}
-    for key, env in envs.items():  # warm-up (texture loads, JIT of llvmpipe shaders)
+    for env in envs.values():  # warm-up (texture loads, JIT of llvmpipe shaders)
         steps_per_second(env, 200, rng)
     for _ in range(args.rounds):
         for key, env in envs.items():
@@ -62,7 +62,11 @@ def main() -> None:
             sps = statistics.median(samples[(name, size)])
             rows.append({"env": name, "image": f"{size}x{size}", "steps_per_s": sps, "ratio_vs_miniworld": sps / base})
     print(format_table(rows, ["env", "image", "steps_per_s", "ratio_vs_miniworld"]))
-    path = write_json("env_speed", {"args": vars(args), "rows": rows, "samples": {f"{k[0]}@{k[1]}": v for k, v in samples.items()}}, args.out)
+    path = write_json(
+        "env_speed",
+        {"args": vars(args), "rows": rows, "samples": {f"{k[0]}@{k[1]}": v for k, v in samples.items()}},
+        args.out,
+    )
     print(f"wrote {path}")
     for env in envs.values():
         env.close()

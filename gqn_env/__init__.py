@@ -17,9 +17,9 @@ _headless.configure()
 
 from gqn_env._headless import OpenGLUnavailableError  # noqa: E402
 from gqn_env.envs.viewpoint import VIEWPOINT_DIM, Pose  # noqa: E402
-from gqn_env.registration import register_envs, scene_ids  # noqa: E402
+from gqn_env.registration import gqn_maze_ids, register_envs, scene_ids  # noqa: E402
 
 register_envs()
 
 __version__ = "0.1.0"
-__all__ = ["VIEWPOINT_DIM", "OpenGLUnavailableError", "Pose", "register_envs", "scene_ids"]
+__all__ = ["VIEWPOINT_DIM", "OpenGLUnavailableError", "Pose", "gqn_maze_ids", "register_envs", "scene_ids"]

@@ -2,8 +2,12 @@
 
 Subcommands::
 
-    gqn-gym tour      render frames and the map of a scene to PNG files
-    gqn-gym demo      the README's demo
+    gqn-gym collect   walk agents through scenes and store their frames
+    gqn-gym train     train the GQN world model (online from a walker, or from a store); resumable
+    gqn-gym evaluate  held-out PSNR of a checkpoint against the baselines
+    gqn-gym imagine   roll out an agent in GQNMaze and write the imagination video
+    gqn-gym demo      the README's demo: the bundled model, a rollout, a video
+    gqn-gym tour      render frames and the top-down map of a scene to PNG files
 
 Run ``gqn-gym <command> --help`` for the options of each.
 """
@@ -11,15 +15,107 @@ Run ``gqn-gym <command> --help`` for the options of each.
 from __future__ import annotations
 
 import argparse
-import runpy
+import json
 import sys
 from pathlib import Path
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+def _collect(args: argparse.Namespace) -> None:
+    import gymnasium as gym
+    import numpy as np
+
+    import gqn_env  # noqa: F401
+    from agents.collectors import collect, make_policy
+    from agents.world_model_training import training_seeds
+    from world_model.data import StoreWriter
+
+    env = gym.make(args.env_id, image_size=args.image_size)
+    policy = make_policy(args.policy, np.random.default_rng(args.seed))
+    with StoreWriter(args.out, image_size=args.image_size) as writer:
+        n = collect(env, writer, training_seeds(args.seed, 0, args.scenes), args.steps, policy, args.frame_skip, True)
+    print(f"wrote {n} frames of {args.scenes} scenes to {args.out}")
+
+
+def _train(args: argparse.Namespace) -> None:
+    from agents.world_model_training import OnlineSchedule, train_online
+    from world_model import GQNConfig, Trainer
+    from world_model.data import SceneBuffer
+
+    ckpt = Path(args.checkpoint)
+    if args.resume and ckpt.exists():
+        trainer = None
+        config = None
+    else:
+        config = GQNConfig.preset(args.preset)
+        if args.anneal_steps:
+            config = config.with_anneal_steps(args.anneal_steps)
+    schedule = OnlineSchedule(env_id=args.env_id, policy=args.policy, max_scenes=args.max_scenes)
+    image_size = config.image_size if config else _peek_image_size(ckpt)
+    buffer = SceneBuffer(image_size=image_size, max_scenes=args.max_scenes)
+    if args.store:
+        buffer = SceneBuffer.from_store(args.store, max_scenes=args.max_scenes)
+        schedule.warmup_scenes = 0
+        schedule.collect_every = 1 << 62 if args.offline else schedule.collect_every
+    trainer = (
+        Trainer.load(ckpt, buffer, device=args.device, log_dir=args.log_dir)
+        if config is None
+        else Trainer(config, buffer, device=args.device, log_dir=args.log_dir)
+    )
+    summary = train_online(
+        trainer,
+        buffer,
+        schedule,
+        budget_s=args.minutes * 60 if args.minutes else None,
+        max_steps=args.steps,
+        seed=args.seed,
+        checkpoint_path=ckpt,
+        first_scene=trainer.extra.get("next_scene", 0) if hasattr(trainer, "extra") else 0,
+    )
+    print(json.dumps({k: v for k, v in summary.items() if k != "last"}, indent=2))
+    print(f"checkpoint: {ckpt}")
+
+
+def _peek_image_size(path: Path) -> int:
+    from world_model import load_checkpoint
+
+    return int(load_checkpoint(path)["config"]["image_size"])
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    import gymnasium as gym
+
+    import gqn_env  # noqa: F401
+    from agents.world_model_training import make_eval_scenes
+    from gqn_env.envs.gqn_maze import load_world_model
+    from world_model import evaluate
+    from world_model.evaluation import format_table
+
+    model = load_world_model(args.checkpoint, args.device)
+    env = gym.make(args.env_id, image_size=model.config.image_size)
+    scenes = [s.as_dict() for s in make_eval_scenes(env, args.scenes, num_context=args.context)]
+    mean_image = _mean_training_image(env, model.config.image_size)
+    results = evaluate(model, scenes, mean_image=mean_image, device=args.device)
+    print(format_table(results))
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=2))
+
+
+def _mean_training_image(env, image_size: int, scenes: int = 50):
+    import numpy as np
+
+    from agents.collectors import collect, make_policy
+    from agents.world_model_training import training_seeds
+    from world_model.data import SceneBuffer
+
+    buffer = SceneBuffer(image_size=image_size, max_scenes=scenes)
+    collect(env, buffer, training_seeds(0, 0, scenes), 216, make_policy("random", np.random.default_rng(0)), 4)
+    return buffer.mean_image()
 
 
 def _run_example(name: str, argv: list[str]) -> None:
-    script = EXAMPLES / f"{name}.py"
+    import runpy
+
+    script = Path(__file__).resolve().parent.parent / "examples" / f"{name}.py"
     if not script.exists():
         raise SystemExit(f"{script} not found: the examples ship with the source checkout")
     sys.argv = [str(script), *argv]
@@ -28,13 +124,64 @@ def _run_example(name: str, argv: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``gqn-gym`` and ``python -m gqn_env.cli``."""
-    parser = argparse.ArgumentParser(prog="gqn-gym", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="gqn-gym", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("tour", help="render frames and the top-down map of a scene", add_help=False)
-    sub.add_parser("demo", help="the README's demo", add_help=False)
+
+    p = sub.add_parser("collect", help="walk agents through scenes and store their frames")
+    p.add_argument("--out", required=True, help="store file to append to")
+    p.add_argument("--env-id", default="GQNMazeScene-S3-v0")
+    p.add_argument("--scenes", type=int, default=100)
+    p.add_argument("--steps", type=int, default=216, help="env steps per scene")
+    p.add_argument("--frame-skip", type=int, default=4)
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--policy", choices=["random", "explorer"], default="random")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_collect)
+
+    p = sub.add_parser("train", help="train the world model (online from a walker, or from a store)")
+    p.add_argument("--checkpoint", default="runs/gqn/checkpoint.pt")
+    p.add_argument("--preset", default="cpu", choices=["tiny", "cpu", "paper"])
+    p.add_argument("--minutes", type=float, default=None, help="wall-clock budget")
+    p.add_argument("--steps", type=int, default=None, help="stop at this many gradient steps")
+    p.add_argument("--anneal-steps", type=int, default=None, help="length of the sigma/lr annealing")
+    p.add_argument("--resume", action="store_true", help="continue from --checkpoint if it exists")
+    p.add_argument("--store", default=None, help="start from the frames of this store")
+    p.add_argument("--offline", action="store_true", help="with --store: train on the store only")
+    p.add_argument("--env-id", default="GQNMazeScene-S3-v0")
+    p.add_argument("--policy", choices=["random", "explorer"], default="random")
+    p.add_argument("--max-scenes", type=int, default=4000)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--log-dir", default=None, help="TensorBoard directory")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("evaluate", help="held-out PSNR against the baselines")
+    p.add_argument("--checkpoint", default=None, help="default: the bundled model")
+    p.add_argument("--env-id", default="GQNMazeScene-S3-v0")
+    p.add_argument("--scenes", type=int, default=50)
+    p.add_argument("--context", type=int, default=16)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default=None, help="JSON file for the results")
+    p.set_defaults(func=_evaluate)
+
+    for name, help_text in (
+        ("imagine", "roll out an agent in GQNMaze and write the imagination video"),
+        ("demo", "the README's demo"),
+        ("tour", "render frames and the top-down map of a scene"),
+    ):
+        sub.add_parser(name, help=help_text, add_help=False)
+
     args, rest = parser.parse_known_args(argv)
-    if args.command in ("tour", "demo"):
+    if args.command in ("imagine", "demo"):
+        _run_example("imagine", rest)
+    elif args.command == "tour":
         _run_example("scene_tour", rest)
+    else:
+        if rest:
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        args.func(args)
 
 
 if __name__ == "__main__":

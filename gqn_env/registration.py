@@ -13,6 +13,7 @@ import gymnasium as gym
 MAZE_SIZES: dict[str, int] = {"S2": 2, "S3": 3, "S4": 4}
 
 SCENE_ENTRY_POINT = "gqn_env.envs.maze_scene:GQNMazeScene"
+GQN_MAZE_ENTRY_POINT = "gqn_env.envs.gqn_maze:make_gqn_maze"
 
 
 def scene_ids() -> list[str]:
@@ -20,14 +21,18 @@ def scene_ids() -> list[str]:
     return ["GQNMazeScene-v0"] + [f"GQNMazeScene-{suffix}-v0" for suffix in MAZE_SIZES]
 
 
+def gqn_maze_ids() -> list[str]:
+    """All registered ids of the env with the GQN representation as observation."""
+    return ["GQNMaze-v0"] + [f"GQNMaze-{suffix}-v0" for suffix in MAZE_SIZES]
+
+
 def register_envs() -> None:
     """Register every id (idempotent)."""
     if "GQNMazeScene-v0" in gym.registry:
         return
     gym.register(id="GQNMazeScene-v0", entry_point=SCENE_ENTRY_POINT, kwargs={"num_rows": 3, "num_cols": 3})
+    gym.register(id="GQNMaze-v0", entry_point=GQN_MAZE_ENTRY_POINT, kwargs={"num_rows": 3, "num_cols": 3})
     for suffix, size in MAZE_SIZES.items():
-        gym.register(
-            id=f"GQNMazeScene-{suffix}-v0",
-            entry_point=SCENE_ENTRY_POINT,
-            kwargs={"num_rows": size, "num_cols": size},
-        )
+        kwargs = {"num_rows": size, "num_cols": size}
+        gym.register(id=f"GQNMazeScene-{suffix}-v0", entry_point=SCENE_ENTRY_POINT, kwargs=kwargs)
+        gym.register(id=f"GQNMaze-{suffix}-v0", entry_point=GQN_MAZE_ENTRY_POINT, kwargs=kwargs)

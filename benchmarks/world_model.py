@@ -1,0 +1,146 @@
+"""Train a GQN preset for a wall-clock budget from a random walker, then measure it.
+
+Usage::
+
+    python -m benchmarks.world_model --minutes 60 [--preset cpu] [--checkpoint runs/bench/cpu.pt]
+    python -m benchmarks.world_model --minutes 1 --preset tiny     # a smoke run
+
+Reports, in one run:
+
+* training throughput (queries/s) and achieved GFLOP/s, next to a float32
+  matrix product measured in the same process (the ratio is the efficiency);
+* held-out quality: on scenes whose seeds were never used in training, K context
+  views from a random walk and query views at other poses in the visited rooms,
+  the PSNR of the model's predicted image against (a) the mean training image,
+  (b) the context view nearest to the query viewpoint, (c) the same model given
+  another scene's context.
+
+Prints a table and writes ``benchmarks/results/world_model_<preset>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import gqn_env  # noqa: F401
+from agents.world_model_training import OnlineSchedule, make_eval_scenes, train_online
+from benchmarks._common import format_table, write_json
+from world_model import GQNConfig, Trainer, evaluate
+from world_model.data import SceneBuffer
+from world_model.evaluation import format_table as format_eval_table
+
+
+def matmul_gflops(n: int = 1024, repeats: int = 20) -> float:
+    """Float32 matrix-product GFLOP/s on this machine (torch's BLAS, all threads)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(3):
+        a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def train_step_flops(trainer: Trainer, buffer: SceneBuffer) -> float:
+    """FLOPs of one training step (forward + backward), counted by torch's FlopCounterMode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    batch = buffer.sample(trainer.model.config.batch_size, np.random.default_rng(123))
+    counter = FlopCounterMode(display=False)
+    with counter:
+        out = trainer.model(
+            batch["context_images"],
+            batch["context_viewpoints"],
+            batch["query_images"],
+            batch["query_viewpoints"],
+            sigma=1.0,
+        )
+        out["loss"].backward()
+    trainer.model.zero_grad(set_to_none=True)
+    return float(counter.get_total_flops())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, required=True, help="training budget (collection included)")
+    parser.add_argument("--preset", default="cpu")
+    parser.add_argument("--anneal-steps", type=int, default=None, help="sigma/lr annealing length (default: preset)")
+    parser.add_argument("--env-id", default="GQNMazeScene-S3-v0")
+    parser.add_argument("--warmup-scenes", type=int, default=400, help="scenes collected before training")
+    parser.add_argument("--eval-scenes", type=int, default=100)
+    parser.add_argument("--context", type=int, default=16)
+    parser.add_argument("--checkpoint", default=None, help="save the trained model here")
+    parser.add_argument("--resume", action="store_true", help="continue from --checkpoint")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    peak = matmul_gflops()
+    config = GQNConfig.preset(args.preset)
+    if args.anneal_steps:
+        config = config.with_anneal_steps(args.anneal_steps)
+    buffer = SceneBuffer(image_size=config.image_size, max_scenes=4000)
+    schedule = OnlineSchedule(env_id=args.env_id, warmup_scenes=args.warmup_scenes)
+    ckpt = Path(args.checkpoint) if args.checkpoint else None
+    if args.resume and ckpt and ckpt.exists():
+        trainer = Trainer.load(ckpt, buffer)
+        config = trainer.model.config
+    else:
+        trainer = Trainer(config, buffer)
+    start_step = trainer.step_count
+    summary = train_online(
+        trainer,
+        buffer,
+        schedule,
+        budget_s=args.minutes * 60,
+        seed=args.seed,
+        checkpoint_path=ckpt,
+        first_scene=trainer.extra.get("next_scene", 0),
+    )
+    flops = train_step_flops(trainer, buffer)
+    steps = trainer.step_count - start_step
+    queries_per_s = steps * config.batch_size / summary["train_seconds"]
+    achieved = flops * steps / summary["train_seconds"] / 1e9
+
+    env = gym.make(args.env_id, image_size=config.image_size)
+    scenes = [s.as_dict() for s in make_eval_scenes(env, args.eval_scenes, num_context=args.context)]
+    env.close()
+    results = evaluate(trainer.model, scenes, mean_image=buffer.mean_image())
+    print(format_eval_table(results))
+
+    rows = [
+        {"metric": "train steps", "value": steps},
+        {"metric": "scenes collected", "value": summary["scenes_collected"]},
+        {"metric": "queries/s (training)", "value": queries_per_s},
+        {"metric": "GFLOP per step (fwd+bwd)", "value": flops / 1e9},
+        {"metric": "achieved GFLOP/s", "value": achieved},
+        {"metric": "matmul GFLOP/s (same run)", "value": peak},
+        {"metric": "efficiency (achieved / matmul)", "value": achieved / peak},
+        {"metric": "collection share of time", "value": summary["collect_seconds"] / summary["seconds"]},
+    ]
+    print(format_table(rows, ["metric", "value"]))
+    path = write_json(
+        f"world_model_{args.preset}",
+        {
+            "args": vars(args),
+            "config": config.to_dict(),
+            "training": {k: v for k, v in summary.items() if k != "last"},
+            "throughput": {r["metric"]: r["value"] for r in rows},
+            "evaluation": results,
+        },
+        args.out,
+    )
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""GQNMaze: the maze scene seen through a GQN world model.
+
+``gym.make("GQNMaze-v0")`` builds a :class:`GQNMazeScene` at the world model's
+image size and wraps it in :class:`gqn_env.wrappers.GQNRepresentation` with the
+bundled world model (a ``cpu``-preset GQN trained by this project, shipped in
+``gqn_env/assets``), so it is useful on first use with no training and no download.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+BUNDLED_CHECKPOINT = Path(__file__).resolve().parent.parent / "assets" / "gqn_maze_cpu.pt"
+
+_MODEL_CACHE: dict[tuple[str, str], Any] = {}
+
+
+def bundled_checkpoint() -> Path:
+    """Path of the checkpoint shipped with the package."""
+    if not BUNDLED_CHECKPOINT.exists():
+        raise FileNotFoundError(
+            f"The bundled world model {BUNDLED_CHECKPOINT} is missing from this installation; "
+            "pass checkpoint=... or model=..., or train one with `gqn-gym train`"
+        )
+    return BUNDLED_CHECKPOINT
+
+
+def load_world_model(checkpoint: str | Path | None = None, device: str | torch.device = "cpu") -> Any:
+    """Load a GQN from ``checkpoint`` (default: the bundled one), cached per process.
+
+    The cache holds frozen eval-mode models; every env built from the same file
+    shares one copy of the weights.
+    """
+    from world_model import load_model
+
+    path = Path(checkpoint) if checkpoint is not None else bundled_checkpoint()
+    key = (str(path.resolve()), str(device))
+    if key not in _MODEL_CACHE:
+        model = load_model(path, device=device)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        _MODEL_CACHE[key] = model
+    return _MODEL_CACHE[key]
+
+
+def make_gqn_maze(
+    num_rows: int = 3,
+    num_cols: int = 3,
+    image_size: int | None = None,
+    model: Any = None,
+    checkpoint: str | Path | None = None,
+    obs_keys: Sequence[str] = ("representation", "viewpoint"),
+    scale: str = "mean",
+    device: str | torch.device = "cpu",
+    render_mode: str | None = None,
+    **scene_kwargs: Any,
+):
+    """Build a GQNMaze env: a maze scene whose observation is the GQN scene representation.
+
+    Args:
+        num_rows: Maze rows.
+        num_cols: Maze columns.
+        image_size: Egocentric image size; default the model's. Must be a multiple
+            of the model's size (frames are block-averaged down for the encoder).
+        model: A :class:`world_model.GQN` to use instead of the bundled one.
+        checkpoint: A checkpoint path to load instead of the bundled one.
+        obs_keys: Observation keys, from ``representation``, ``viewpoint``, ``image``.
+        scale: ``"mean"`` or ``"sum"`` of per-frame encodings (see the wrapper).
+        device: Where the encoder runs.
+        render_mode: ``"rgb_array"`` shows true view | imagined view | map.
+        **scene_kwargs: Passed to :class:`GQNMazeScene` (``room_size``, ``max_episode_steps``, ...).
+
+    Returns:
+        The wrapped env.
+    """
+    if model is not None and checkpoint is not None:
+        raise ValueError("Pass either model= or checkpoint=, not both")
+    if model is None:
+        model = load_world_model(checkpoint, device)
+    from gqn_env.envs.maze_scene import GQNMazeScene
+    from gqn_env.wrappers.representation import GQNRepresentation, check_image_size
+
+    size = model.config.image_size if image_size is None else image_size
+    check_image_size((size, size) if isinstance(size, int) else size, model.config.image_size)
+    scene = GQNMazeScene(num_rows=num_rows, num_cols=num_cols, image_size=size, render_mode=render_mode, **scene_kwargs)
+    return GQNRepresentation(scene, model, obs_keys=obs_keys, scale=scale, device=device)

@@ -1,0 +1,275 @@
+"""Expose a GQN scene representation as the observation.
+
+The GQN's scene representation is a *sum* over views: ``r = sum_k f(x_k, v_k)``
+(Eslami et al. 2018). So it can be updated one frame at a time: at ``reset`` the
+running sum starts from the first frame, and every ``step`` adds the encoding of
+the new frame. One encoder pass per step, never a re-encoding of the history.
+
+:class:`RepresentationState` holds the running sums of N scenes (N = 1 for one
+env, N = num_envs for a vector env) and encodes all new frames in one forward
+pass. :class:`GQNRepresentation` wraps one env, :class:`GQNRepresentationVector`
+a Gymnasium vector env (batched: one forward pass for all sub-envs per step).
+
+Observation ``representation``: the flat running sum divided by the number of
+frames seen (``scale="mean"``, default: bounded and stationary in scale, which
+suits PPO) or the raw sum (``scale="sum"``, the paper's r). The model always
+renders from the sum.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from gqn_env.envs.viewpoint import VIEWPOINT_DIM, Pose
+
+OBS_KEYS = ("representation", "viewpoint", "image")
+SCALES = ("mean", "sum")
+
+
+def _to_model_size(images: np.ndarray, size: int) -> np.ndarray:
+    """Block-average ``(N, H, W, 3)`` uint8 images down to ``size`` (H a multiple of size)."""
+    n, h, w, c = images.shape
+    if (h, w) == (size, size):
+        return images
+    fh, fw = h // size, w // size
+    # (N, size, fh, size, fw, 3) -> mean over the blocks -> (N, size, size, 3)
+    blocks = images.reshape(n, size, fh, size, fw, c).astype(np.float32)
+    return np.round(blocks.mean(axis=(2, 4))).astype(np.uint8)
+
+
+def check_image_size(image_shape: Sequence[int], model_size: int) -> None:
+    """Raise if env images cannot be block-averaged to the model's square image size."""
+    h, w = int(image_shape[0]), int(image_shape[1])
+    if h != w or h % model_size != 0:
+        raise ValueError(
+            f"The env's images are {h}x{w} but the world model takes {model_size}x{model_size}: "
+            f"use a square image size that is a multiple of {model_size}"
+        )
+
+
+class RepresentationState:
+    """Running GQN scene representations of ``num_scenes`` scenes.
+
+    Args:
+        model: A :class:`world_model.GQN` (used in eval mode, without gradients).
+        num_scenes: How many scenes to track (sub-envs).
+        device: Where to run the encoder.
+    """
+
+    def __init__(self, model: Any, num_scenes: int, device: str | torch.device = "cpu") -> None:
+        self.model = model.eval().to(device)
+        self.device = torch.device(device)
+        self.config = model.config
+        self.sums = torch.zeros(num_scenes, *self.config.representation_shape, device=self.device)
+        self.counts = np.zeros(num_scenes, dtype=np.int64)
+
+    @property
+    def size(self) -> int:
+        """Length of the flat representation."""
+        return int(np.prod(self.config.representation_shape))
+
+    @torch.inference_mode()
+    def add(
+        self, slots: np.ndarray, images: np.ndarray, viewpoints: np.ndarray, reset: np.ndarray | None = None
+    ) -> None:
+        """Encode one frame per slot (one forward pass) and add it to that slot's sum.
+
+        Args:
+            slots: ``(N,)`` indices of the scenes the frames belong to.
+            images: ``(N, H, W, 3)`` uint8 frames (block-averaged to the model size).
+            viewpoints: ``(N, 7)`` viewpoints.
+            reset: Optional ``(N,)`` bools: start these slots afresh with this frame.
+        """
+        images = _to_model_size(np.asarray(images), self.config.image_size)
+        r = self.model.encode(images, np.asarray(viewpoints, dtype=np.float32))  # (N, C, h, w)
+        slots_t = torch.as_tensor(np.asarray(slots), device=self.device)
+        if reset is not None and np.any(reset):
+            self.sums[slots_t[torch.as_tensor(reset, device=self.device)]] = 0.0
+            self.counts[np.asarray(slots)[reset]] = 0
+        self.sums[slots_t] += r.to(self.device)
+        self.counts[np.asarray(slots)] += 1
+
+    def observation(self, slots: np.ndarray, scale: str) -> np.ndarray:
+        """Flat float32 representations ``(N, size)`` of the given slots."""
+        flat = self.sums[torch.as_tensor(np.asarray(slots), device=self.device)].reshape(len(slots), -1)
+        if scale == "mean":
+            flat = flat / torch.as_tensor(np.maximum(self.counts[np.asarray(slots)], 1), device=self.device)[:, None]
+        return flat.cpu().numpy().astype(np.float32)
+
+    @torch.inference_mode()
+    def imagine(self, slot: int, viewpoints: np.ndarray, seed: int = 0) -> np.ndarray:
+        """Render ``(Q, 7)`` viewpoints from one slot's representation; ``(Q, S, S, 3)`` uint8."""
+        vps = np.asarray(viewpoints, dtype=np.float32).reshape(-1, VIEWPOINT_DIM)
+        r = self.sums[slot : slot + 1].expand(len(vps), *self.sums.shape[1:])  # (Q, C, h, w)
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        images = self.model.generate(r, torch.as_tensor(vps, device=self.device), generator=generator)
+        # (Q, 3, S, S) in [0, 1] -> (Q, S, S, 3) uint8
+        return (images.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
+def _obs_space(env_space: spaces.Dict, size: int, obs_keys: Sequence[str]) -> spaces.Dict:
+    parts = {
+        "representation": spaces.Box(-np.inf, np.inf, (size,), dtype=np.float32),
+        "viewpoint": env_space["viewpoint"],
+        "image": env_space["image"],
+    }
+    return spaces.Dict({k: parts[k] for k in obs_keys})
+
+
+def _check_args(env_space: spaces.Space, obs_keys: Sequence[str], scale: str, model: Any) -> tuple[str, ...]:
+    if not isinstance(env_space, spaces.Dict) or not {"image", "viewpoint"} <= set(env_space.spaces):
+        raise ValueError(f"The wrapped env must observe a Dict with 'image' and 'viewpoint', got {env_space}")
+    keys = tuple(obs_keys)
+    if not keys or len(set(keys)) != len(keys) or not set(keys) <= set(OBS_KEYS):
+        raise ValueError(f"obs_keys must be distinct names from {OBS_KEYS}, got {obs_keys!r}")
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
+    if model.config.viewpoint_dim != env_space["viewpoint"].shape[0]:
+        raise ValueError(
+            f"The model takes {model.config.viewpoint_dim}-d viewpoints, the env gives {env_space['viewpoint'].shape}"
+        )
+    check_image_size(env_space["image"].shape, model.config.image_size)
+    return keys
+
+
+class GQNRepresentation(gym.Wrapper):
+    """Observation = the GQN representation of the episode's frames so far (one env).
+
+    Args:
+        env: A scene env observing ``Dict(image, viewpoint)``, e.g. ``GQNMazeScene-v0``.
+        model: The GQN world model (kept frozen by this wrapper).
+        obs_keys: Which of ``representation``, ``viewpoint``, ``image`` to observe.
+        scale: ``"mean"`` (default) or ``"sum"`` of the per-frame encodings.
+        device: Where the encoder runs.
+    """
+
+    def __init__(
+        self,
+        env: gym.Env,
+        model: Any,
+        obs_keys: Sequence[str] = ("representation", "viewpoint"),
+        scale: str = "mean",
+        device: str | torch.device = "cpu",
+    ) -> None:
+        super().__init__(env)
+        self.obs_keys = _check_args(env.observation_space, obs_keys, scale, model)
+        self.scale = scale
+        self.state = RepresentationState(model, 1, device)
+        self.observation_space = _obs_space(env.observation_space, self.state.size, self.obs_keys)
+        self._last_obs: dict[str, np.ndarray] | None = None
+
+    @property
+    def model(self) -> Any:
+        """The world model."""
+        return self.state.model
+
+    def _observe(self, obs: dict, reset: bool) -> dict:
+        self.state.add(np.zeros(1, dtype=np.int64), obs["image"][None], obs["viewpoint"][None], np.array([reset]))
+        self._last_obs = obs
+        out = {"representation": self.state.observation(np.zeros(1, dtype=np.int64), self.scale)[0], **obs}
+        return {k: out[k] for k in self.obs_keys}
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
+        """Reset the scene and start the representation from its first frame."""
+        obs, info = self.env.reset(seed=seed, options=options)
+        return self._observe(obs, reset=True), info
+
+    def step(self, action: Any) -> tuple[dict, float, bool, bool, dict]:
+        """Step the scene and add the new frame to the representation."""
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return self._observe(obs, reset=False), reward, terminated, truncated, info
+
+    @property
+    def frames_seen(self) -> int:
+        """Frames in the current representation."""
+        return int(self.state.counts[0])
+
+    def imagine(self, where: Pose | Sequence[float] | np.ndarray, seed: int = 0) -> np.ndarray:
+        """Render what the model imagines from a pose or viewpoint, given the frames so far.
+
+        Args:
+            where: A :class:`Pose`, ``[x, z, yaw(, pitch)]`` (metres, radians), or a 7-d viewpoint.
+            seed: Seed of the latent sample.
+
+        Returns:
+            uint8 ``(S, S, 3)`` image at the model's image size.
+        """
+        if self._last_obs is None:
+            raise RuntimeError("Call reset() before imagine()")
+        arr = None if isinstance(where, Pose) else np.asarray(where, dtype=np.float64).reshape(-1)
+        if arr is not None and arr.shape[0] == VIEWPOINT_DIM:
+            if not np.all(np.isfinite(arr)):
+                raise ValueError(f"Viewpoint must be finite, got {arr.tolist()}")
+            viewpoint = arr.astype(np.float32)
+        else:
+            pose = where if isinstance(where, Pose) else Pose.from_array(arr)
+            viewpoint = self.env.unwrapped.viewpoint(pose)
+        return self.state.imagine(0, viewpoint[None], seed=seed)[0]
+
+    def render(self) -> np.ndarray | None:
+        """``rgb_array``: true view | imagined view | top-down map, labelled, side by side."""
+        if self.env.unwrapped.render_mode != "rgb_array":
+            return self.env.render()
+        from gqn_env.wrappers.imagination import side_by_side
+
+        scene = self.env.unwrapped
+        pose = scene.pose
+        return side_by_side(
+            true_view=scene.render_view(pose, image_size=scene.map_size),
+            imagined=self.imagine(pose),
+            top_map=scene.render_map(),
+            frames_seen=self.frames_seen,
+        )
+
+
+class GQNRepresentationVector(gym.vector.VectorWrapper):
+    """Batched :class:`GQNRepresentation` for a Gymnasium vector env of scene envs.
+
+    All sub-envs' new frames are encoded in one forward pass per step. Works with
+    the default ``NEXT_STEP`` autoreset: the step after an episode ends returns the
+    next episode's first frame, and that sub-env's representation starts afresh.
+    """
+
+    def __init__(
+        self,
+        env: gym.vector.VectorEnv,
+        model: Any,
+        obs_keys: Sequence[str] = ("representation", "viewpoint"),
+        scale: str = "mean",
+        device: str | torch.device = "cpu",
+    ) -> None:
+        super().__init__(env)
+        mode = env.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP)
+        if mode != gym.vector.AutoresetMode.NEXT_STEP:
+            raise ValueError(f"GQNRepresentationVector needs autoreset_mode NEXT_STEP, got {mode}")
+        self.obs_keys = _check_args(env.single_observation_space, obs_keys, scale, model)
+        self.scale = scale
+        self.state = RepresentationState(model, env.num_envs, device)
+        self.single_observation_space = _obs_space(env.single_observation_space, self.state.size, self.obs_keys)
+        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, env.num_envs)
+        self._slots = np.arange(env.num_envs)
+        self._autoreset = np.zeros(env.num_envs, dtype=bool)
+
+    def _observe(self, obs: dict, reset: np.ndarray) -> dict:
+        self.state.add(self._slots, obs["image"], obs["viewpoint"], reset)
+        out = {"representation": self.state.observation(self._slots, self.scale), **obs}
+        return {k: out[k] for k in self.obs_keys}
+
+    def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None) -> tuple[dict, dict]:
+        """Reset every sub-env."""
+        obs, info = self.env.reset(seed=seed, options=options)
+        self._autoreset[:] = False
+        return self._observe(obs, np.ones(self.num_envs, dtype=bool)), info
+
+    def step(self, actions: Any) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray, dict]:
+        """Step all sub-envs; one encoder pass for all new frames."""
+        obs, rewards, terminated, truncated, info = self.env.step(actions)
+        out = self._observe(obs, self._autoreset.copy())
+        self._autoreset = np.logical_or(terminated, truncated)
+        return out, rewards, terminated, truncated, info

@@ -1,0 +1,152 @@
+"""GQNMaze: the representation wrapper over a scene env, with a tiny (untrained) GQN."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env as gym_check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+from gqn_env.wrappers import GQNRepresentation, GQNRepresentationVector
+from world_model import GQN, GQNConfig
+
+SCENE = {"num_rows": 2, "num_cols": 2, "map_size": 64}
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return GQN(GQNConfig.tiny()).eval()
+
+
+def make(model, **kwargs):
+    return gym.make("GQNMaze-v0", model=model, **{**SCENE, **kwargs})
+
+
+def test_observation_space_is_derived_from_the_model(model):
+    env = make(model)
+    try:
+        space = env.observation_space
+        assert set(space.spaces) == {"representation", "viewpoint"}
+        assert space["representation"].shape == (int(np.prod(model.config.representation_shape)),)
+        obs, _ = env.reset(seed=0)
+        assert space.contains(obs)
+        assert obs["representation"].dtype == np.float32
+    finally:
+        env.close()
+
+
+def test_check_env_passes_with_a_frozen_model(model):
+    env = make(model, obs_keys=("representation", "viewpoint", "image"), image_size=48)
+    try:
+        gym_check_env(env, skip_render_check=True)
+        sb3_check_env(env, warn=True)
+    finally:
+        env.close()
+
+
+def test_one_encoder_pass_per_step_and_running_sum(model):
+    env = make(model, scale="sum")
+    calls = []
+    original = model.encode
+
+    def counting_encode(images, viewpoints):
+        calls.append(len(images))
+        return original(images, viewpoints)
+
+    model.encode = counting_encode
+    try:
+        obs, _ = env.reset(seed=1)
+        frames = [env.unwrapped.render_obs()]
+        vps = [obs["viewpoint"]]
+        for action in [2, 0, 2, 2]:
+            obs, *_ = env.step(action)
+            frames.append(env.unwrapped.render_obs())
+            vps.append(obs["viewpoint"])
+        assert calls == [1] * 5  # one frame encoded per reset/step, never the history
+    finally:
+        model.encode = original
+        env.close()
+    with torch.inference_mode():
+        expected = model.encode(np.stack(frames), np.stack(vps)).sum(0).reshape(-1).numpy()
+    np.testing.assert_allclose(obs["representation"], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_mean_scale_divides_by_frames_seen(model):
+    a, b = make(model, scale="mean"), make(model, scale="sum")
+    try:
+        a.reset(seed=2)
+        b.reset(seed=2)
+        for _ in range(3):
+            oa, *_ = a.step(2)
+            ob, *_ = b.step(2)
+        np.testing.assert_allclose(oa["representation"] * 4, ob["representation"], rtol=1e-5, atol=1e-6)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_same_seed_same_observations(model):
+    a, b = make(model), make(model)
+    try:
+        oa, _ = a.reset(seed=3)
+        ob, _ = b.reset(seed=3)
+        for action in [2, 2, 1, 2]:
+            np.testing.assert_array_equal(oa["representation"], ob["representation"])
+            oa, *_ = a.step(action)
+            ob, *_ = b.step(action)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_imagine_and_render(model):
+    env = make(model, render_mode="rgb_array")
+    try:
+        _, info = env.reset(seed=0)
+        imagine = env.get_wrapper_attr("imagine")
+        img = imagine(info["pose"])
+        assert img.shape == (model.config.image_size, model.config.image_size, 3) and img.dtype == np.uint8
+        np.testing.assert_array_equal(img, imagine(info["viewpoint"]))  # pose and viewpoint agree
+        frame = env.render()
+        assert frame.ndim == 3 and frame.shape[1] > 3 * 64  # three labelled panels
+        with pytest.raises(ValueError, match="finite"):
+            imagine(np.full(7, np.nan))
+    finally:
+        env.close()
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"obs_keys": ("representation", "depth")}, "obs_keys"),
+        ({"obs_keys": ()}, "obs_keys"),
+        ({"scale": "max"}, "scale"),
+        ({"image_size": 20}, "multiple"),
+    ],
+)
+def test_bad_kwargs_raise(model, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        make(model, **kwargs)
+
+
+def test_batched_vector_wrapper_matches_single_envs(model):
+    n = 2
+    envs = gym.vector.SyncVectorEnv([lambda: gym.make("GQNMazeScene-v0", image_size=16, **SCENE) for _ in range(n)])
+    vec = GQNRepresentationVector(envs, model)
+    singles = [GQNRepresentation(gym.make("GQNMazeScene-v0", image_size=16, **SCENE).unwrapped, model) for _ in range(n)]
+    try:
+        obs, _ = vec.reset(seed=10)
+        single_obs = [s.reset(seed=10 + i)[0] for i, s in enumerate(singles)]
+        for step in range(4):
+            for i in range(n):
+                np.testing.assert_allclose(obs["representation"][i], single_obs[i]["representation"], rtol=1e-4, atol=1e-5)
+            actions = np.array([2, step % 3])
+            obs, *_ = vec.step(actions)
+            single_obs = [s.step(int(a))[0] for s, a in zip(singles, actions, strict=True)]
+    finally:
+        vec.close()
+        for s in singles:
+            s.close()

@@ -1,0 +1,167 @@
+"""The Generative Query Network: representation network + ConvDRAW generator.
+
+Conventions: images are uint8 ``(..., H, W, 3)`` at the boundary (numpy or
+torch) and float ``(..., 3, H, W)`` in [0, 1] inside; viewpoints are float32
+``(..., D)``. Every public method validates its inputs through
+:func:`images_to_tensor` / :func:`viewpoints_to_tensor`, which raise
+``ValueError`` naming what they received.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from world_model.config import GQNConfig
+from world_model.generator import ConvDRAW
+from world_model.representation import make_representation
+
+HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def images_to_tensor(images: Any, image_size: int, device: torch.device | str, lead: int) -> torch.Tensor:
+    """Validate images and return floats ``(*lead_dims, 3, S, S)`` in [0, 1] on ``device``.
+
+    Accepts uint8 ``(*lead, S, S, 3)`` (numpy or torch), or float tensors already
+    in model layout ``(*lead, 3, S, S)``.
+
+    Args:
+        images: The images.
+        image_size: The model's image side S.
+        device: Target device.
+        lead: Number of leading (batch) dimensions expected.
+    """
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(np.ascontiguousarray(images))
+    if not isinstance(images, torch.Tensor):
+        raise ValueError(f"Images must be a numpy array or torch tensor, got {type(images).__name__}")
+    if images.dim() != lead + 3:
+        raise ValueError(f"Expected images with {lead + 3} dims, got shape {tuple(images.shape)}")
+    if images.dtype == torch.uint8:
+        if tuple(images.shape[-3:]) != (image_size, image_size, 3):
+            raise ValueError(f"Expected uint8 images (..., {image_size}, {image_size}, 3), got {tuple(images.shape)}")
+        return images.to(device).movedim(-1, -3).float().div_(255.0)  # (..., 3, S, S)
+    if images.dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+        if tuple(images.shape[-3:]) != (3, image_size, image_size):
+            raise ValueError(f"Expected float images (..., 3, {image_size}, {image_size}), got {tuple(images.shape)}")
+        if not torch.isfinite(images).all():
+            raise ValueError("Images contain NaN or infinite values")
+        return images.to(device=device, dtype=torch.float32)
+    raise ValueError(f"Images must be uint8 (HWC) or float (CHW), got dtype {images.dtype}")
+
+
+def viewpoints_to_tensor(viewpoints: Any, dim: int, device: torch.device | str, lead: int) -> torch.Tensor:
+    """Validate viewpoints and return float32 ``(*lead_dims, dim)`` on ``device``."""
+    v = torch.as_tensor(np.asarray(viewpoints) if not isinstance(viewpoints, torch.Tensor) else viewpoints)
+    if not (v.is_floating_point() or v.dtype in (torch.int32, torch.int64)):
+        raise ValueError(f"Viewpoints must be numeric, got dtype {v.dtype}")
+    if v.dim() != lead + 1 or v.shape[-1] != dim:
+        raise ValueError(f"Expected viewpoints of shape (..., {dim}) with {lead + 1} dims, got {tuple(v.shape)}")
+    v = v.to(device=device, dtype=torch.float32)
+    if not torch.isfinite(v).all():
+        raise ValueError(f"Viewpoints contain NaN or infinite values: {v.flatten()[:14].tolist()}")
+    return v
+
+
+class GQN(nn.Module):
+    """A Generative Query Network built from a :class:`GQNConfig`."""
+
+    def __init__(self, config: GQNConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.representation = make_representation(config)
+        self.generator = ConvDRAW(config)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the weights live."""
+        return next(self.parameters()).device
+
+    def encode(self, images: Any, viewpoints: Any) -> torch.Tensor:
+        """Per-view representations: images ``(N, S, S, 3)`` uint8 (or ``(N, 3, S, S)`` float), viewpoints ``(N, D)``.
+
+        Returns:
+            ``(N, *representation_shape)``.
+        """
+        x = images_to_tensor(images, self.config.image_size, self.device, lead=1)
+        v = viewpoints_to_tensor(viewpoints, self.config.viewpoint_dim, self.device, lead=1)
+        if x.shape[0] != v.shape[0]:
+            raise ValueError(f"{x.shape[0]} images but {v.shape[0]} viewpoints")
+        return self.representation(x, v)
+
+    def scene_representation(self, context_images: Any, context_viewpoints: Any) -> torch.Tensor:
+        """Scene representation r, the sum over K context views: ``(B, K, ...)`` -> ``(B, *r_shape)``."""
+        x = images_to_tensor(context_images, self.config.image_size, self.device, lead=2)
+        v = viewpoints_to_tensor(context_viewpoints, self.config.viewpoint_dim, self.device, lead=2)
+        b, k = x.shape[:2]
+        if k == 0:
+            raise ValueError("At least one context view is needed (got K = 0)")
+        if tuple(v.shape[:2]) != (b, k):
+            raise ValueError(
+                f"Context images {tuple(x.shape[:2])} and viewpoints {tuple(v.shape[:2])} disagree on (B, K)"
+            )
+        r = self.representation(x.flatten(0, 1), v.flatten(0, 1))  # (B*K, R, h, w)
+        return r.view(b, k, *r.shape[1:]).sum(dim=1)  # (B, R, h, w)
+
+    def _check_r(self, r: torch.Tensor, batch: int) -> torch.Tensor:
+        shape = (batch, *self.config.representation_shape)
+        if tuple(r.shape) != shape:
+            raise ValueError(f"Expected a representation of shape {shape}, got {tuple(r.shape)}")
+        return r.to(self.device)
+
+    def forward(
+        self,
+        context_images: Any,
+        context_viewpoints: Any,
+        query_images: Any,
+        query_viewpoints: Any,
+        sigma: float,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """The training pass: negative ELBO of the query images given the context.
+
+        Returns:
+            ``loss`` (negative ELBO per query, averaged over the batch; nats),
+            ``nll`` and ``kl`` (batch means), ``mse`` (per pixel), and ``mean``
+            (the posterior reconstruction ``(B, 3, S, S)``).
+        """
+        if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
+            raise ValueError(f"sigma must be a finite positive number, got {sigma!r}")
+        r = self.scene_representation(context_images, context_viewpoints)
+        target = images_to_tensor(query_images, self.config.image_size, self.device, lead=1)
+        qv = viewpoints_to_tensor(query_viewpoints, self.config.viewpoint_dim, self.device, lead=1)
+        if target.shape[0] != r.shape[0] or qv.shape[0] != r.shape[0]:
+            raise ValueError(
+                f"Batch sizes differ: context {r.shape[0]}, queries {target.shape[0]}, viewpoints {qv.shape[0]}"
+            )
+        mean, kl = self.generator.run(r, qv, target=target, generator=generator)
+        # Gaussian pixel likelihood, summed over pixels: (B,)
+        nll = (0.5 * ((target - mean) / sigma) ** 2 + math.log(sigma) + HALF_LOG_2PI).flatten(1).sum(dim=1)
+        return {
+            "loss": (nll + kl).mean(),
+            "nll": nll.mean(),
+            "kl": kl.mean(),
+            "mse": ((target - mean) ** 2).mean(),
+            "mean": mean,
+        }
+
+    def generate(
+        self, r: torch.Tensor, query_viewpoints: Any, generator: torch.Generator | None = None, sample: bool = True
+    ) -> torch.Tensor:
+        """Imagine: render query viewpoints from r by sampling the prior; ``(B, 3, S, S)`` in [0, 1]."""
+        qv = viewpoints_to_tensor(query_viewpoints, self.config.viewpoint_dim, self.device, lead=1)
+        mean, _ = self.generator.run(self._check_r(r, qv.shape[0]), qv, generator=generator, sample=sample)
+        return mean
+
+    def reconstruct(
+        self, r: torch.Tensor, query_viewpoints: Any, query_images: Any, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Posterior reconstruction of the query images; ``(B, 3, S, S)`` in [0, 1]."""
+        qv = viewpoints_to_tensor(query_viewpoints, self.config.viewpoint_dim, self.device, lead=1)
+        target = images_to_tensor(query_images, self.config.image_size, self.device, lead=1)
+        mean, _ = self.generator.run(self._check_r(r, qv.shape[0]), qv, target=target, generator=generator)
+        return mean

@@ -1,0 +1,291 @@
+"""Training: annealing schedules, the online trainer, and a background worker.
+
+:class:`Trainer` does one Adam step per :meth:`Trainer.step` from any *sampler*
+with ``sample(batch_size, rng, num_context) -> dict`` (a
+:class:`world_model.data.SceneBuffer`). It owns every source of randomness it
+uses (a numpy Generator for batches, a torch Generator for latents), and
+:meth:`Trainer.save` / :meth:`Trainer.load` store them with the model, optimizer,
+step and config, so a resumed run takes bit-identical next steps.
+
+A step whose loss or gradient is not finite is skipped: weights and optimizer
+state stay as they were, ``skipped_steps`` counts it, and the returned stats say so.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from world_model.checkpoint import check_compatible, load_checkpoint, save_checkpoint
+from world_model.config import GQNConfig
+from world_model.model import GQN
+
+
+def linear_anneal(start: float, end: float, steps: int, t: int) -> float:
+    """The paper's schedule: ``max(end + (start - end) * (1 - t / steps), end)`` (for start >= end)."""
+    return max(end + (start - end) * (1.0 - t / steps), end)
+
+
+def psnr_from_mse(mse: float) -> float:
+    """PSNR in dB of images in [0, 1]."""
+    return float("inf") if mse <= 0 else -10.0 * math.log10(mse)
+
+
+class Trainer:
+    """One-step-at-a-time GQN trainer.
+
+    Args:
+        model_or_config: A :class:`GQN` or a :class:`GQNConfig` to build one from.
+        sampler: Source of batches (``sample(batch_size, rng, num_context)``).
+        device: Where to train.
+        log_dir: TensorBoard directory (optional; needs ``tensorboard``).
+        image_every: Steps between TensorBoard image grids.
+    """
+
+    def __init__(
+        self,
+        model_or_config: GQN | GQNConfig,
+        sampler: Any,
+        device: str | torch.device = "cpu",
+        log_dir: str | Path | None = None,
+        image_every: int = 500,
+    ) -> None:
+        if isinstance(model_or_config, GQNConfig):
+            torch.manual_seed(model_or_config.seed)
+            model_or_config = GQN(model_or_config)
+        self.model = model_or_config.to(device).train()
+        self.config: GQNConfig = self.model.config
+        self.device = torch.device(device)
+        self.sampler = sampler
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.lr_start)
+        self.np_rng = np.random.default_rng(self.config.seed)
+        self.torch_rng = torch.Generator(device=self.device).manual_seed(self.config.seed)
+        self.step_count = 0
+        self.skipped_steps = 0
+        self.extra: dict[str, Any] = {}
+        self.lock = threading.Lock()  # held during a step; BackgroundTrainer reads weights under it
+        self.image_every = image_every
+        self._writer = None
+        if log_dir is not None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as err:  # pragma: no cover - depends on the install
+                raise ImportError("TensorBoard logging needs `pip install tensorboard`") from err
+            self._writer = SummaryWriter(str(log_dir))
+
+    # --------------------------------------------------------------- schedules
+    @property
+    def sigma(self) -> float:
+        """Pixel standard deviation at the current step."""
+        c = self.config
+        return linear_anneal(c.sigma_start, c.sigma_end, c.sigma_anneal_steps, self.step_count)
+
+    @property
+    def lr(self) -> float:
+        """Learning rate at the current step."""
+        c = self.config
+        return linear_anneal(c.lr_start, c.lr_end, c.lr_anneal_steps, self.step_count)
+
+    # -------------------------------------------------------------------- step
+    def step(self) -> dict[str, float]:
+        """One gradient step; returns loss, nll, kl, mse, psnr, sigma, lr, queries_per_s, skipped."""
+        c = self.config
+        start = time.perf_counter()
+        batch = self.sampler.sample(c.batch_size, self.np_rng, num_context=(c.context_min, c.context_max))
+        with self.lock:
+            sigma, lr = self.sigma, self.lr
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            self.model.train()
+            out = self.model(
+                batch["context_images"],
+                batch["context_viewpoints"],
+                batch["query_images"],
+                batch["query_viewpoints"],
+                sigma=sigma,
+                generator=self.torch_rng,
+            )
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = out["loss"]
+            finite = bool(torch.isfinite(loss))
+            if finite:
+                loss.backward()
+                params = [p for p in self.model.parameters() if p.grad is not None]
+                norm = torch.nn.utils.clip_grad_norm_(params, c.grad_clip if c.grad_clip > 0 else float("inf"))
+                finite = bool(torch.isfinite(norm))
+            if finite:
+                self.optimizer.step()
+            else:
+                self.optimizer.zero_grad(set_to_none=True)
+                self.skipped_steps += 1
+            self.step_count += 1
+        elapsed = time.perf_counter() - start
+        mse = float(out["mse"].detach())
+        stats = {
+            "loss": float(loss.detach()),
+            "nll": float(out["nll"].detach()),
+            "kl": float(out["kl"].detach()),
+            "mse": mse,
+            "psnr": psnr_from_mse(mse) if math.isfinite(mse) else float("nan"),
+            "sigma": sigma,
+            "lr": lr,
+            "queries_per_s": c.batch_size / elapsed,
+            "skipped": float(not finite),
+        }
+        if self._writer is not None:
+            self._log(stats, batch, out["mean"].detach())
+        return stats
+
+    def _log(self, stats: dict[str, float], batch: dict[str, np.ndarray], mean: torch.Tensor) -> None:
+        for key, value in stats.items():
+            self._writer.add_scalar(f"train/{key}", value, self.step_count)
+        self._writer.add_scalar("train/skipped_steps", self.skipped_steps, self.step_count)
+        if self.step_count % self.image_every == 1 or self.image_every == 1:
+            truth = torch.from_numpy(batch["query_images"][:8]).movedim(-1, 1).float() / 255  # (8, 3, S, S)
+            grid = torch.cat([truth, mean[:8].cpu()], dim=3)  # truth | prediction side by side
+            self._writer.add_images("train/truth_prediction", grid, self.step_count)
+
+    def train(self, num_steps: int | None = None, seconds: float | None = None, progress: bool = True) -> dict:
+        """Run steps until ``num_steps`` more steps or ``seconds`` have passed; return the last stats."""
+        if num_steps is None and seconds is None:
+            raise ValueError("Give num_steps or seconds")
+        from tqdm.auto import tqdm
+
+        start, done, stats = time.perf_counter(), 0, {}
+        with tqdm(total=num_steps, disable=not progress, desc="train", unit="step") as bar:
+            while (num_steps is None or done < num_steps) and (
+                seconds is None or time.perf_counter() - start < seconds
+            ):
+                stats = self.step()
+                done += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{stats['loss']:.1f}", psnr=f"{stats['psnr']:.1f}", refresh=False)
+        return stats
+
+    # ------------------------------------------------------------- checkpoints
+    def state(self) -> dict[str, Any]:
+        """Everything needed to resume, as plain containers."""
+        with self.lock:
+            return {
+                "config": self.config.to_dict(),
+                "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
+                "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+                "step": self.step_count,
+                "skipped_steps": self.skipped_steps,
+                "numpy_rng": copy.deepcopy(self.np_rng.bit_generator.state),
+                "torch_rng": self.torch_rng.get_state(),
+                "extra": dict(self.extra),
+            }
+
+    def save(self, path: str | Path) -> Path:
+        """Atomically write a checkpoint."""
+        return save_checkpoint(path, self.state())
+
+    @classmethod
+    def load(cls, path: str | Path, sampler: Any, device: str | torch.device = "cpu", **kwargs: Any) -> Trainer:
+        """Resume from a checkpoint written by :meth:`save`."""
+        data = load_checkpoint(path, map_location=device)
+        config = GQNConfig.from_dict(data["config"])
+        trainer = cls(config, sampler, device=device, **kwargs)
+        trainer.load_state(data, path)
+        return trainer
+
+    def load_state(self, data: dict[str, Any], path: str | Path = "checkpoint") -> None:
+        """Restore from checkpoint data; the model is untouched if anything does not fit."""
+        check_compatible(data, self.config, path)
+        model = GQN(self.config)
+        model.load_state_dict(data["model"])  # validate on a scratch copy first
+        with self.lock:
+            self.model.load_state_dict(data["model"])
+            if data.get("optimizer") is not None:
+                self.optimizer.load_state_dict(data["optimizer"])
+            self.step_count = int(data.get("step", 0))
+            self.skipped_steps = int(data.get("skipped_steps", 0))
+            if "numpy_rng" in data:
+                self.np_rng.bit_generator.state = data["numpy_rng"]
+            if "torch_rng" in data:
+                self.torch_rng.set_state(data["torch_rng"].cpu())
+            self.extra = dict(data.get("extra", {}))
+
+
+class BackgroundTrainer:
+    """Runs :meth:`Trainer.step` in a worker thread and publishes weights to the acting side.
+
+    The acting side calls :meth:`copy_weights_to` (or reads :attr:`version`) when it
+    is ready for new weights, e.g. between rollouts, so that one rollout is encoded
+    by one model.
+    """
+
+    def __init__(self, trainer: Trainer, publish_every: int = 10) -> None:
+        self.trainer = trainer
+        self.publish_every = publish_every
+        self.version = 0
+        self.error: BaseException | None = None
+        self.last_stats: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._published: dict[str, torch.Tensor] | None = None
+        self._publish_lock = threading.Lock()
+
+    def _publish(self) -> None:
+        with self.trainer.lock:
+            state = {k: v.detach().clone() for k, v in self.trainer.model.state_dict().items()}
+        with self._publish_lock:
+            self._published = state
+            self.version += 1
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self.last_stats = self.trainer.step()
+                if self.trainer.step_count % self.publish_every == 0:
+                    self._publish()
+        except BaseException as err:  # surfaced by stop()
+            self.error = err
+
+    def start(self) -> BackgroundTrainer:
+        """Start the worker (idempotent)."""
+        if self._thread is None or not self._thread.is_alive():
+            self._stop.clear()
+            self._publish()
+            self._thread = threading.Thread(target=self._run, name="gqn-trainer", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop the worker after its current step; re-raise any error it hit."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._publish()
+        if self.error is not None:
+            raise RuntimeError("The background trainer failed") from self.error
+
+    def latest_state_dict(self) -> dict[str, torch.Tensor]:
+        """The most recently published weights."""
+        with self._publish_lock:
+            if self._published is None:
+                raise RuntimeError("Nothing published yet: call start()")
+            return self._published
+
+    def copy_weights_to(self, model: torch.nn.Module) -> int:
+        """Load the latest published weights into ``model``; return their version."""
+        with self._publish_lock:
+            version, state = self.version, self._published
+        if state is None:
+            raise RuntimeError("Nothing published yet: call start()")
+        model.load_state_dict(state)
+        return version
+
+    def __enter__(self) -> BackgroundTrainer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
