@@ -136,13 +136,17 @@ def test_batched_vector_wrapper_matches_single_envs(model):
     n = 2
     envs = gym.vector.SyncVectorEnv([lambda: gym.make("GQNMazeScene-v0", image_size=16, **SCENE) for _ in range(n)])
     vec = GQNRepresentationVector(envs, model)
-    singles = [GQNRepresentation(gym.make("GQNMazeScene-v0", image_size=16, **SCENE).unwrapped, model) for _ in range(n)]
+    singles = [
+        GQNRepresentation(gym.make("GQNMazeScene-v0", image_size=16, **SCENE).unwrapped, model) for _ in range(n)
+    ]
     try:
         obs, _ = vec.reset(seed=10)
         single_obs = [s.reset(seed=10 + i)[0] for i, s in enumerate(singles)]
         for step in range(4):
             for i in range(n):
-                np.testing.assert_allclose(obs["representation"][i], single_obs[i]["representation"], rtol=1e-4, atol=1e-5)
+                np.testing.assert_allclose(
+                    obs["representation"][i], single_obs[i]["representation"], rtol=1e-4, atol=1e-5
+                )
             actions = np.array([2, step % 3])
             obs, *_ = vec.step(actions)
             single_obs = [s.step(int(a))[0] for s, a in zip(singles, actions, strict=True)]

@@ -42,7 +42,9 @@ def test_light_imports_do_not_start_opengl():
 
 def test_missing_opengl_gives_one_clear_error():
     # Point GLVND at no EGL vendor: the same failure a machine without Mesa sees.
-    result = _run(f"import gymnasium as gym; import gqn_env; {MAKE}", __EGL_VENDOR_LIBRARY_FILENAMES="/nonexistent.json")
+    result = _run(
+        f"import gymnasium as gym; import gqn_env; {MAKE}", __EGL_VENDOR_LIBRARY_FILENAMES="/nonexistent.json"
+    )
     assert result.returncode != 0
     assert "OpenGLUnavailableError" in result.stderr
     assert "libegl-mesa0" in result.stderr and "libgl1-mesa-dri" in result.stderr

@@ -127,7 +127,10 @@ def test_sample_free_pose_is_collision_free_and_inside_a_room(make_scene):
         pose = scene.sample_free_pose(rng)
         pos = np.array([pose.x, 0.0, pose.z])
         assert not scene.intersect(scene.agent, pos, radius)
-        assert any(r.min_x + radius <= pose.x <= r.max_x - radius and r.min_z + radius <= pose.z <= r.max_z - radius for r in scene.grid_rooms)
+        assert any(
+            r.min_x + radius <= pose.x <= r.max_x - radius and r.min_z + radius <= pose.z <= r.max_z - radius
+            for r in scene.grid_rooms
+        )
         for ent in scene.entities:
             if ent is not scene.agent:
                 assert np.hypot(ent.pos[0] - pose.x, ent.pos[2] - pose.z) >= ent.radius + radius

@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from world_model import GQNConfig, SceneBuffer
+
+
+def fill_buffer(config: GQNConfig, scenes: int = 6, frames: int = 10, seed: int = 0) -> SceneBuffer:
+    """A buffer of synthetic scenes: each scene a colour, brightness varying with the viewpoint."""
+    rng = np.random.default_rng(seed)
+    s = config.image_size
+    buffer = SceneBuffer(image_size=s, viewpoint_dim=config.viewpoint_dim, max_scenes=scenes)
+    for scene in range(scenes):
+        colour = rng.integers(30, 225, size=3)
+        vps = rng.uniform(-1, 1, size=(frames, config.viewpoint_dim)).astype(np.float32)
+        shade = (vps[:, 0] * 25)[:, None, None, None]
+        images = np.clip(colour[None, None, None, :] + shade + rng.normal(0, 3, (frames, s, s, 3)), 0, 255)
+        buffer.add_batch(np.full(frames, scene), images.astype(np.uint8), vps)
+    return buffer
+
+
+@pytest.fixture
+def tiny_config() -> GQNConfig:
+    return GQNConfig.tiny()
+
+
+@pytest.fixture
+def tiny_buffer(tiny_config) -> SceneBuffer:
+    return fill_buffer(tiny_config)

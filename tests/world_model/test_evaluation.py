@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from world_model import GQN, evaluate
+from world_model.evaluation import format_table
+
+
+def test_baselines_on_a_constructed_case(tiny_config):
+    s, d = tiny_config.image_size, tiny_config.viewpoint_dim
+    scenes = []
+    for value in (40, 200):
+        ctx_vp = np.zeros((3, d), np.float32)
+        ctx_vp[:, 0] = [-1.0, 0.0, 1.0]
+        ctx = np.stack([np.full((s, s, 3), value + 10 * i, np.uint8) for i in range(3)])
+        q_vp = np.zeros((2, d), np.float32)
+        q_vp[:, 0] = [0.9, -0.8]  # nearest context views: index 2, then index 0
+        queries = ctx[[2, 0]].copy()
+        scenes.append(
+            {"context_images": ctx, "context_viewpoints": ctx_vp, "query_images": queries, "query_viewpoints": q_vp}
+        )
+    mean_image = np.full((s, s, 3), 0.5)
+    results = evaluate(GQN(tiny_config), scenes, mean_image)
+    assert results["mse_nearest"] == 0.0  # the queries are exactly their nearest context views
+    expected = np.mean([((v + 10 * i) / 255 - 0.5) ** 2 for v in (40, 200) for i in (2, 0)])
+    assert results["mse_mean_image"] == pytest.approx(expected)
+    assert results["queries"] == 4 and results["scenes"] == 2
+    assert results["gap_db_mean_image"] == pytest.approx(results["psnr_model"] - results["psnr_mean_image"])
+    assert "shuffled" in format_table(results)
+    with pytest.raises(ValueError, match="at least 2 scenes"):
+        evaluate(GQN(tiny_config), scenes[:1], mean_image)
