@@ -5,7 +5,7 @@ import pickle
 import pytest
 import torch
 
-from world_model import CheckpointError, GQN, Trainer, load_checkpoint, load_model, save_checkpoint
+from world_model import GQN, CheckpointError, Trainer, load_checkpoint, load_model, save_checkpoint
 
 
 class Evil:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from world_model import BackgroundTrainer, GQN, Trainer
+from world_model import GQN, BackgroundTrainer, Trainer
 from world_model.trainer import linear_anneal
 
 
