@@ -114,6 +114,15 @@ def make_eval_scenes(
     return out
 
 
+def _record_data_state(trainer: Any, buffer: Any, next_scene: int) -> None:
+    """Keep what resuming and evaluation need beside the weights: the next scene and the mean image."""
+    import torch
+
+    trainer.extra["next_scene"] = next_scene
+    if len(buffer):
+        trainer.extra["mean_image"] = torch.from_numpy(buffer.mean_image().astype(np.float32))  # (S, S, 3)
+
+
 def train_online(
     trainer: Any,
     buffer: Any,
@@ -180,7 +189,7 @@ def train_online(
         if steps % schedule.collect_every == 0:
             frames += collect_scenes(1)
         if checkpoint_path and time.perf_counter() - last_ckpt >= schedule.checkpoint_every_s:
-            trainer.extra["next_scene"] = next_scene
+            _record_data_state(trainer, buffer, next_scene)
             trainer.save(checkpoint_path)
             last_ckpt = time.perf_counter()
         if bar is not None:
@@ -189,7 +198,7 @@ def train_online(
             bar.refresh()
     if bar is not None:
         bar.close()
-    trainer.extra["next_scene"] = next_scene
+    _record_data_state(trainer, buffer, next_scene)
     if checkpoint_path:
         trainer.save(checkpoint_path)
     env.close()

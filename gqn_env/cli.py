@@ -38,29 +38,34 @@ def _collect(args: argparse.Namespace) -> None:
 
 def _train(args: argparse.Namespace) -> None:
     from agents.world_model_training import OnlineSchedule, train_online
-    from world_model import GQNConfig, Trainer
+    from world_model import GQNConfig, Trainer, load_checkpoint
     from world_model.data import SceneBuffer
 
     ckpt = Path(args.checkpoint)
-    if args.resume and ckpt.exists():
-        trainer = None
-        config = None
+    resume = args.resume and ckpt.exists()
+    if resume:
+        config = GQNConfig.from_dict(load_checkpoint(ckpt)["config"])
     else:
         config = GQNConfig.preset(args.preset)
         if args.anneal_steps:
             config = config.with_anneal_steps(args.anneal_steps)
-    schedule = OnlineSchedule(env_id=args.env_id, policy=args.policy, max_scenes=args.max_scenes)
-    image_size = config.image_size if config else _peek_image_size(ckpt)
-    buffer = SceneBuffer(image_size=image_size, max_scenes=args.max_scenes)
+    schedule = OnlineSchedule(
+        env_id=args.env_id, policy=args.policy, max_scenes=args.max_scenes, warmup_scenes=args.warmup_scenes
+    )
     if args.store:
         buffer = SceneBuffer.from_store(args.store, max_scenes=args.max_scenes)
+        if buffer.image_size != config.image_size:
+            raise SystemExit(f"{args.store} holds {buffer.image_size}px frames; the model takes {config.image_size}px")
         schedule.warmup_scenes = 0
-        schedule.collect_every = 1 << 62 if args.offline else schedule.collect_every
-    trainer = (
-        Trainer.load(ckpt, buffer, device=args.device, log_dir=args.log_dir)
-        if config is None
-        else Trainer(config, buffer, device=args.device, log_dir=args.log_dir)
-    )
+        if args.offline:
+            schedule.collect_every = 1 << 62  # never collect: train on the store only
+    else:
+        buffer = SceneBuffer(image_size=config.image_size, max_scenes=args.max_scenes)
+    if resume:
+        trainer = Trainer.load(ckpt, buffer, device=args.device, log_dir=args.log_dir)
+        print(f"resuming from {ckpt} at step {trainer.step_count}")
+    else:
+        trainer = Trainer(config, buffer, device=args.device, log_dir=args.log_dir)
     summary = train_online(
         trainer,
         buffer,
@@ -69,16 +74,11 @@ def _train(args: argparse.Namespace) -> None:
         max_steps=args.steps,
         seed=args.seed,
         checkpoint_path=ckpt,
-        first_scene=trainer.extra.get("next_scene", 0) if hasattr(trainer, "extra") else 0,
+        first_scene=trainer.extra.get("next_scene", 0),
+        progress=not args.no_progress,
     )
     print(json.dumps({k: v for k, v in summary.items() if k != "last"}, indent=2))
     print(f"checkpoint: {ckpt}")
-
-
-def _peek_image_size(path: Path) -> int:
-    from world_model import load_checkpoint
-
-    return int(load_checkpoint(path)["config"]["image_size"])
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -86,14 +86,15 @@ def _evaluate(args: argparse.Namespace) -> None:
 
     import gqn_env  # noqa: F401
     from agents.world_model_training import make_eval_scenes
-    from gqn_env.envs.gqn_maze import load_world_model
-    from world_model import evaluate
+    from gqn_env.envs.gqn_maze import bundled_checkpoint, load_world_model
+    from world_model import evaluate, load_checkpoint
     from world_model.evaluation import format_table
 
     model = load_world_model(args.checkpoint, args.device)
     env = gym.make(args.env_id, image_size=model.config.image_size)
     scenes = [s.as_dict() for s in make_eval_scenes(env, args.scenes, num_context=args.context)]
-    mean_image = _mean_training_image(env, model.config.image_size)
+    saved = load_checkpoint(args.checkpoint or bundled_checkpoint()).get("extra", {}).get("mean_image")
+    mean_image = saved.numpy() if saved is not None else _mean_training_image(env, model.config.image_size)
     results = evaluate(model, scenes, mean_image=mean_image, device=args.device)
     print(format_table(results))
     if args.out:
@@ -152,8 +153,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--env-id", default="GQNMazeScene-S3-v0")
     p.add_argument("--policy", choices=["random", "explorer"], default="random")
     p.add_argument("--max-scenes", type=int, default=4000)
+    p.add_argument("--warmup-scenes", type=int, default=400, help="scenes collected before the first step")
     p.add_argument("--device", default="cpu")
     p.add_argument("--log-dir", default=None, help="TensorBoard directory")
+    p.add_argument("--no-progress", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_train)
 

@@ -50,13 +50,7 @@ def test_check_env_passes_with_a_frozen_model(model):
 def test_one_encoder_pass_per_step_and_running_sum(model):
     env = make(model, scale="sum")
     calls = []
-    original = model.encode
-
-    def counting_encode(images, viewpoints):
-        calls.append(len(images))
-        return original(images, viewpoints)
-
-    model.encode = counting_encode
+    hook = model.representation.register_forward_hook(lambda module, inputs, output: calls.append(len(inputs[0])))
     try:
         obs, _ = env.reset(seed=1)
         frames = [env.unwrapped.render_obs()]
@@ -67,7 +61,7 @@ def test_one_encoder_pass_per_step_and_running_sum(model):
             vps.append(obs["viewpoint"])
         assert calls == [1] * 5  # one frame encoded per reset/step, never the history
     finally:
-        model.encode = original
+        hook.remove()
         env.close()
     with torch.inference_mode():
         expected = model.encode(np.stack(frames), np.stack(vps)).sum(0).reshape(-1).numpy()
