@@ -65,12 +65,13 @@ def main() -> None:
     rows = []
     for name in envs:
         sps = statistics.median(samples[name])
-        rows.append(
-            {"env": name, "image": f"{size}x{size}", "steps_per_s": sps, "ms_per_step": 1000 / sps, "cost_vs_raw": raw / sps}
-        )
+        row = {"env": name, "image": f"{size}x{size}", "steps_per_s": sps, "ms_per_step": 1000 / sps}
+        rows.append({**row, "cost_vs_raw": raw / sps})
     print(format_table(rows, ["env", "image", "steps_per_s", "ms_per_step", "cost_vs_raw"]))
-    print(f"model: {'bundled ' + BUNDLED_CHECKPOINT.name if bundled else 'fresh cpu preset'}, torch threads {torch.get_num_threads()}")
-    path = write_json("gqn_maze_speed", {"args": vars(args), "bundled_model": bundled, "rows": rows, "samples": samples}, args.out)
+    source = f"bundled {BUNDLED_CHECKPOINT.name}" if bundled else "fresh cpu preset"
+    print(f"model: {source}, torch threads {torch.get_num_threads()}")
+    payload = {"args": vars(args), "bundled_model": bundled, "rows": rows, "samples": samples}
+    path = write_json("gqn_maze_speed", payload, args.out)
     print(f"wrote {path}")
     for env in envs.values():
         env.close()

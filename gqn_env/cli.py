@@ -8,6 +8,7 @@ Subcommands::
     gqn-gym imagine   roll out an agent in GQNMaze and write the imagination video
     gqn-gym demo      the README's demo: the bundled model, a rollout, a video
     gqn-gym tour      render frames and the top-down map of a scene to PNG files
+    gqn-gym export    strip a checkpoint to weights + config (what gqn_env/assets ships)
 
 Run ``gqn-gym <command> --help`` for the options of each.
 """
@@ -113,6 +114,13 @@ def _mean_training_image(env, image_size: int, scenes: int = 50):
     return buffer.mean_image()
 
 
+def _export(args: argparse.Namespace) -> None:
+    from world_model.checkpoint import export_for_inference
+
+    path = export_for_inference(args.checkpoint, args.out)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+
 def _run_example(name: str, argv: list[str]) -> None:
     import runpy
 
@@ -168,6 +176,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default=None, help="JSON file for the results")
     p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("export", help="strip optimizer state from a checkpoint, for acting (e.g. bundling)")
+    p.add_argument("checkpoint")
+    p.add_argument("out")
+    p.set_defaults(func=_export)
 
     for name, help_text in (
         ("imagine", "roll out an agent in GQNMaze and write the imagination video"),

@@ -115,3 +115,14 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu")
     except RuntimeError as err:
         raise CheckpointError(f"{path}: weights do not match its config: {err}") from None
     return model.to(device).eval()
+
+
+def export_for_inference(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Path:
+    """Write a smaller checkpoint for acting and evaluation: weights, config, step and extra, no optimizer/RNG state.
+
+    Such a file loads with :func:`load_model` (it cannot resume training exactly).
+    """
+    data = load_checkpoint(src)
+    keep = {k: data[k] for k in ("config", "model", "step", "extra") if k in data}
+    keep["exported_from_step"] = int(data.get("step", 0))
+    return save_checkpoint(dst, keep)

@@ -80,3 +80,23 @@ def test_explorer_turns_away_from_walls(make_scene):
     positions = np.stack(positions)
     # It keeps moving: it does not get stuck pushing against one wall.
     assert np.linalg.norm(positions[-1] - positions[0]) > 0.5 or len(np.unique(positions.round(1), axis=0)) > 30
+
+
+def test_coverage_counts_what_the_camera_sees(make_scene):
+    from agents.coverage import coverage, floor_points, visible
+
+    env = make_scene()
+    env.reset(seed=0)
+    scene = env.unwrapped
+    room = scene.grid_rooms[0]
+    cx, cz = (room.min_x + room.max_x) / 2, (room.min_z + room.max_z) / 2
+    points = floor_points(scene)
+    # Looking along +X (yaw 0) from the room's centre: points ahead are seen, points behind are not.
+    seen = visible(scene, points, np.array([cx, cz, 0.0]))
+    ahead = (points[:, 0] > cx + 0.5) & (np.abs(points[:, 1] - cz) < 0.2) & (points[:, 0] < room.max_x)
+    behind = points[:, 0] < cx - 0.5
+    assert seen[ahead].all() and not seen[behind].any()
+    # Turning on the spot reveals more floor than one view, never more than all of it.
+    one = coverage(scene, [np.array([cx, cz, 0.0])])
+    four = coverage(scene, [np.array([cx, cz, k * np.pi / 2]) for k in range(4)])
+    assert 0 < one < four <= 1

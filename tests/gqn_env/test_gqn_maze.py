@@ -148,3 +148,52 @@ def test_batched_vector_wrapper_matches_single_envs(model):
         vec.close()
         for s in singles:
             s.close()
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory, model):
+    from world_model import save_checkpoint
+
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    save_checkpoint(path, {"config": model.config.to_dict(), "model": model.state_dict(), "step": 0})
+    return str(path)
+
+
+def _make_from_checkpoint(path):
+    return lambda: gym.make("GQNMaze-v0", checkpoint=path, **SCENE)
+
+
+@pytest.mark.slow
+def test_async_vector_env_with_forkserver(tiny_checkpoint):
+    envs = gym.vector.AsyncVectorEnv([_make_from_checkpoint(tiny_checkpoint)] * 2, context="forkserver")
+    try:
+        obs, _ = envs.reset(seed=0)
+        assert obs["representation"].shape == (2, GQNConfig.tiny().representation_size)
+        for _ in range(3):
+            obs, *_ = envs.step(np.array([2, 0]))
+        assert np.all(np.isfinite(obs["representation"]))
+        # Sub-env 0 matches a single env in this process with the same seed and actions.
+        single = gym.make("GQNMaze-v0", checkpoint=tiny_checkpoint, **SCENE)
+        single.reset(seed=0)
+        for _ in range(3):
+            ref, *_ = single.step(2)
+        np.testing.assert_allclose(obs["representation"][0], ref["representation"], rtol=1e-5, atol=1e-6)
+        single.close()
+    finally:
+        envs.close()
+
+
+@pytest.mark.slow
+def test_sb3_subproc_and_dummy_vec_env(tiny_checkpoint):
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+
+    for cls in (DummyVecEnv, SubprocVecEnv):
+        venv = cls([_make_from_checkpoint(tiny_checkpoint)] * 2)
+        try:
+            venv.seed(1)
+            obs = venv.reset()
+            obs, rewards, dones, infos = venv.step(np.array([2, 2]))
+            assert obs["representation"].shape == (2, GQNConfig.tiny().representation_size)
+            assert "pose" in infos[0]
+        finally:
+            venv.close()
