@@ -57,6 +57,7 @@ def make_gqn_maze(
     scale: str = "mean",
     device: str | torch.device = "cpu",
     render_mode: str | None = None,
+    emit_frames: bool = False,
     **scene_kwargs: Any,
 ):
     """Build a GQNMaze env: a maze scene whose observation is the GQN scene representation.
@@ -72,6 +73,7 @@ def make_gqn_maze(
         scale: ``"mean"`` or ``"sum"`` of per-frame encodings (see the wrapper).
         device: Where the encoder runs.
         render_mode: ``"rgb_array"`` shows true view | imagined view | map.
+        emit_frames: Put each frame in ``info`` (for online world-model training).
         **scene_kwargs: Passed to :class:`GQNMazeScene` (``room_size``, ``max_episode_steps``, ...).
 
     Returns:
@@ -87,4 +89,4 @@ def make_gqn_maze(
     size = model.config.image_size if image_size is None else image_size
     check_image_size((size, size) if isinstance(size, int) else size, model.config.image_size)
     scene = GQNMazeScene(num_rows=num_rows, num_cols=num_cols, image_size=size, render_mode=render_mode, **scene_kwargs)
-    return GQNRepresentation(scene, model, obs_keys=obs_keys, scale=scale, device=device)
+    return GQNRepresentation(scene, model, obs_keys=obs_keys, scale=scale, device=device, emit_frames=emit_frames)

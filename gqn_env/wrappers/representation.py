@@ -169,6 +169,8 @@ class GQNRepresentation(gym.Wrapper):
         obs_keys: Which of ``representation``, ``viewpoint``, ``image`` to observe.
         scale: ``"mean"`` (default) or ``"sum"`` of the per-frame encodings.
         device: Where the encoder runs.
+        emit_frames: Put each new frame in ``info["frame"]`` / ``info["frame_viewpoint"]``
+            (for training the world model online from an RL agent's experience).
     """
 
     def __init__(
@@ -178,13 +180,17 @@ class GQNRepresentation(gym.Wrapper):
         obs_keys: Sequence[str] = ("representation", "viewpoint"),
         scale: str = "mean",
         device: str | torch.device = "cpu",
+        emit_frames: bool = False,
     ) -> None:
         super().__init__(env)
         self.obs_keys = _check_args(env.observation_space, obs_keys, scale, model)
         self.scale = scale
+        self.emit_frames = emit_frames
         self.state = RepresentationState(model, 1, device)
         self.observation_space = _obs_space(env.observation_space, self.state.size, self.obs_keys)
         self._last_obs: dict[str, np.ndarray] | None = None
+        self._episode_images: list[np.ndarray] = []
+        self._episode_viewpoints: list[np.ndarray] = []
 
     @property
     def model(self) -> Any:
@@ -194,18 +200,46 @@ class GQNRepresentation(gym.Wrapper):
     def _observe(self, obs: dict, reset: bool) -> dict:
         self.state.add(np.zeros(1, dtype=np.int64), obs["image"][None], obs["viewpoint"][None], np.array([reset]))
         self._last_obs = obs
-        out = {"representation": self.state.observation(np.zeros(1, dtype=np.int64), self.scale)[0], **obs}
-        return {k: out[k] for k in self.obs_keys}
+        if reset:
+            self._episode_images.clear()
+            self._episode_viewpoints.clear()
+        self._episode_images.append(obs["image"])
+        self._episode_viewpoints.append(obs["viewpoint"])
+        return self.current_observation()
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
         """Reset the scene and start the representation from its first frame."""
         obs, info = self.env.reset(seed=seed, options=options)
-        return self._observe(obs, reset=True), info
+        return self._observe(obs, reset=True), self._info(info, obs)
 
     def step(self, action: Any) -> tuple[dict, float, bool, bool, dict]:
         """Step the scene and add the new frame to the representation."""
         obs, reward, terminated, truncated, info = self.env.step(action)
-        return self._observe(obs, reset=False), reward, terminated, truncated, info
+        return self._observe(obs, reset=False), reward, terminated, truncated, self._info(info, obs)
+
+    def _info(self, info: dict, obs: dict) -> dict:
+        if self.emit_frames:
+            info = {**info, "frame": obs["image"], "frame_viewpoint": obs["viewpoint"]}
+        return info
+
+    def refresh(self) -> None:
+        """Re-encode this episode's frames with the current weights (after a world-model update).
+
+        Keeps the running representation consistent with one model: without it, an
+        episode that spans an update would mix encodings from two models.
+        """
+        if not self._episode_images:
+            return
+        r = self.state.encode(np.stack(self._episode_images), np.stack(self._episode_viewpoints))  # (T, C, h, w)
+        self.state.sums[0] = r.sum(axis=0)
+        self.state.counts[0] = len(r)
+
+    def current_observation(self) -> dict:
+        """The observation of the current state (e.g. after :meth:`refresh`)."""
+        if self._last_obs is None:
+            raise RuntimeError("Call reset() first")
+        out = {"representation": self.state.observation(np.zeros(1, dtype=np.int64), self.scale)[0], **self._last_obs}
+        return {k: out[k] for k in self.obs_keys}
 
     @property
     def frames_seen(self) -> int:

@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from stable_baselines3 import PPO
+
+from agents.rl import SuccessCurve, WorldModelCallback, make_vec_env, steps_to_threshold, success_curve
+from world_model import GQN, GQNConfig, SceneBuffer, Trainer
+
+TINY_SCENE = {"num_rows": 1, "num_cols": 2, "max_episode_steps": 20, "map_size": 32}
+
+
+@pytest.fixture
+def tiny_model():
+    torch.manual_seed(0)
+    return GQN(GQNConfig.tiny())
+
+
+@pytest.mark.slow
+def test_tiny_ppo_on_gqn_maze_trains_saves_and_loads(tmp_path, tiny_model):
+    venv = make_vec_env("gqn", "GQNMazeScene-v0", 2, seed=0, model=tiny_model, env_kwargs=TINY_SCENE)
+    curve = SuccessCurve()
+    agent = PPO("MultiInputPolicy", venv, n_steps=16, batch_size=16, n_epochs=1, seed=0, device="cpu")
+    agent.learn(64, callback=curve)
+    assert agent.num_timesteps >= 64 and len(curve.timesteps) >= 2  # 20-step episodes ended
+    agent.save(tmp_path / "ppo")
+    loaded = PPO.load(tmp_path / "ppo", device="cpu")
+    obs = venv.reset()
+    np.testing.assert_array_equal(agent.predict(obs, deterministic=True)[0], loaded.predict(obs, deterministic=True)[0])
+    venv.close()
+
+
+@pytest.mark.slow
+def test_tiny_ppo_on_pixels_with_frame_stack():
+    venv = make_vec_env("pixels", "GQNMazeScene-v0", 2, seed=0, env_kwargs={**TINY_SCENE, "image_size": 36})
+    assert venv.observation_space.shape == (36, 36, 12)
+    agent = PPO("CnnPolicy", venv, n_steps=16, batch_size=16, n_epochs=1, seed=0, device="cpu")
+    agent.learn(32)
+    venv.close()
+
+
+@pytest.mark.slow
+def test_world_model_callback_feeds_the_buffer_and_updates_the_weights(tiny_model):
+    config = tiny_model.config
+    buffer = SceneBuffer(image_size=config.image_size, max_scenes=50)
+    trainer = Trainer(tiny_model, buffer)
+    venv = make_vec_env(
+        "gqn_online",
+        "GQNMazeScene-v0",
+        2,
+        seed=0,
+        model=trainer.model,
+        env_kwargs={**TINY_SCENE, "image_size": config.image_size},
+    )
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    callback = WorldModelCallback(trainer, buffer, updates_per_rollout=3, min_frames=8)
+    agent = PPO("MultiInputPolicy", venv, n_steps=16, batch_size=16, n_epochs=1, seed=0, device="cpu")
+    agent.learn(48, callback=callback)
+    assert callback.frames_added == agent.num_timesteps >= 48
+    assert len(buffer) == callback.frames_added and buffer.num_scenes >= 2
+    assert callback.updates >= 3 and trainer.step_count == callback.updates
+    assert any(not torch.equal(v, before[k]) for k, v in trainer.model.state_dict().items())
+    # After an update, the running representations were re-encoded with the new weights.
+    current = venv.env_method("current_observation")[0]["representation"]
+    wrapper_state = venv.env_method("get_wrapper_attr", "state")[0]
+    images = np.stack(venv.env_method("get_wrapper_attr", "_episode_images")[0])
+    vps = np.stack(venv.env_method("get_wrapper_attr", "_episode_viewpoints")[0])
+    expected = wrapper_state.encode(images, vps).sum(0).reshape(-1) / len(images)
+    np.testing.assert_allclose(current, expected, rtol=1e-4, atol=1e-5)
+    venv.close()
+
+
+def test_success_curve_and_threshold():
+    curve = success_curve([10, 20, 60, 70, 90], [0, 0, 1, 0, 1], total=100, bins=4)
+    np.testing.assert_array_equal(curve[[0, 2, 3]], [0.0, 0.5, 1.0])
+    assert np.isnan(curve[1])
+    assert steps_to_threshold(curve, 100, 0.5) == 75.0
+    assert steps_to_threshold(curve, 100, 1.1) == float("inf")
