@@ -197,3 +197,40 @@ def test_sb3_subproc_and_dummy_vec_env(tiny_checkpoint):
             assert "pose" in infos[0]
         finally:
             venv.close()
+
+
+def test_default_gqn_maze_uses_the_bundled_model():
+    """`gym.make("GQNMaze-v0")` works in a plain session, with the shipped checkpoint."""
+    import subprocess
+    import sys
+
+    code = (
+        "import gymnasium as gym, gqn_env\n"
+        "env = gym.make('GQNMaze-v0')\n"
+        "obs, info = env.reset(seed=0)\n"
+        "obs, *_ = env.step(2)\n"
+        "print(sorted(obs), obs['representation'].shape, env.get_wrapper_attr('imagine')(info['pose']).shape)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    from gqn_env.envs.gqn_maze import load_world_model
+
+    config = load_world_model().config
+    size = config.image_size
+    assert f"['representation', 'viewpoint'] ({config.representation_size},) ({size}, {size}, 3)" in result.stdout
+
+
+def test_bundled_gqn_maze_passes_check_env_and_is_deterministic():
+    env, twin = gym.make("GQNMaze-S2-v0"), gym.make("GQNMaze-S2-v0")
+    try:
+        gym_check_env(env, skip_render_check=True)
+        sb3_check_env(env, warn=True)
+        a, _ = env.reset(seed=5)
+        b, _ = twin.reset(seed=5)
+        for action in [2, 2, 0, 2]:
+            np.testing.assert_array_equal(a["representation"], b["representation"])
+            a, *_ = env.step(action)
+            b, *_ = twin.step(action)
+    finally:
+        env.close()
+        twin.close()
