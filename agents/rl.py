@@ -62,10 +62,10 @@ def make_vec_env(
     def factory(i: int) -> Callable[[], gym.Env]:
         def make() -> gym.Env:
             if obs_type == "pixels":
-                env = ImageOnly(gym.make(env_id, **kwargs))
+                env = ImageOnly(gym.make(f"gqn_env:{env_id}", **kwargs))
             else:
                 gqn_id = env_id.replace("GQNMazeScene", "GQNMaze")
-                env = gym.make(gqn_id, model=model, emit_frames=obs_type == "gqn_online", **kwargs)
+                env = gym.make(f"gqn_env:{gqn_id}", model=model, emit_frames=obs_type == "gqn_online", **kwargs)
             env = Monitor(env, info_keywords=("is_success",))
             env.reset(seed=seed * 1000 + i)
             return env

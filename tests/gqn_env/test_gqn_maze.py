@@ -160,7 +160,8 @@ def tiny_checkpoint(tmp_path_factory, model):
 
 
 def _make_from_checkpoint(path):
-    return lambda: gym.make("GQNMaze-v0", checkpoint=path, **SCENE)
+    # The "gqn_env:" prefix makes a fresh worker process import gqn_env (registering the ids).
+    return lambda: gym.make("gqn_env:GQNMaze-v0", checkpoint=path, **SCENE)
 
 
 @pytest.mark.slow
