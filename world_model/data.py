@@ -70,9 +70,7 @@ class StoreCorruptionWarning(UserWarning):
     """A store had a torn or corrupt tail; the bytes after the last valid record were ignored."""
 
 
-def _check_frames(
-    scene_ids: object, images: object, viewpoints: object, image_size: int, viewpoint_dim: int
-) -> Frames:
+def _check_frames(scene_ids: object, images: object, viewpoints: object, image_size: int, viewpoint_dim: int) -> Frames:
     """Validate a batch of frames and return ``(int64 ids, uint8 images, float32 viewpoints)``.
 
     Raises:
