@@ -18,11 +18,12 @@ Store file format (version 1; all integers little-endian)::
         viewpoint_dim  u32  D
         header_crc     u32  CRC32 of the 20 bytes above
     then zero or more records, each:
-        record header, 20 bytes:
+        record header, 24 bytes:
             magic        4s   b"GQNR"
             num_frames   u32  N >= 1
             payload_len  u64  length in bytes of the payload that follows
             payload_crc  u32  CRC32 (zlib.crc32) of the payload bytes
+            header_crc   u32  CRC32 of the 20 record-header bytes above
         payload, payload_len bytes: one zlib stream which inflates to exactly
             N * (8 + H*W*3 + 4*D) bytes, the concatenation of
             scene_ids   int64   (N,)        "<i8"
@@ -41,6 +42,7 @@ One process at a time may append to a store.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import struct
@@ -48,8 +50,9 @@ import threading
 import warnings
 import zlib
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from types import TracebackType
+from typing import BinaryIO
 
 import numpy as np
 
@@ -60,7 +63,8 @@ RECORD_MAGIC = b"GQNR"
 FORMAT_VERSION = 1
 _FILE_HEADER = struct.Struct("<8sIII")  # magic, version, image_size, viewpoint_dim
 _FILE_HEADER_SIZE = _FILE_HEADER.size + 4  # + CRC32 of the above
-_RECORD_HEADER = struct.Struct("<4sIQI")  # magic, num_frames, payload_len, crc
+_RECORD_HEADER = struct.Struct("<4sIQI")  # magic, num_frames, payload_len, payload_crc
+_RECORD_HEADER_SIZE = _RECORD_HEADER.size + 4  # + CRC32 of the above
 _INT64_MAX = np.iinfo(np.int64).max
 
 Frames = tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -93,7 +97,8 @@ def _check_frames(scene_ids: object, images: object, viewpoints: object, image_s
         raise ValueError(f"viewpoints must be real numbers, got dtype {vps.dtype}")
     if vps.shape != (n, viewpoint_dim):
         raise ValueError(f"viewpoints must have shape ({n}, {viewpoint_dim}), got {vps.shape}")
-    vps32 = vps.astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        vps32 = vps.astype(np.float32)  # values beyond float32 become inf and are rejected below
     finite = np.isfinite(vps32).all(axis=1)
     if not finite.all():
         bad = int(np.argmin(finite))
@@ -108,9 +113,9 @@ def _check_frame(scene_id: object, image: object, viewpoint: object, image_size:
     if not -_INT64_MAX - 1 <= int(scene_id) <= _INT64_MAX:
         raise ValueError(f"scene_id must fit in int64, got {scene_id}")
     image, viewpoint = np.asarray(image), np.asarray(viewpoint)
-    if image.ndim != 3:
+    if image.shape != (image_size, image_size, 3):
         raise ValueError(f"image must have shape ({image_size}, {image_size}, 3), got {image.shape}")
-    if viewpoint.ndim != 1:
+    if viewpoint.shape != (viewpoint_dim,):
         raise ValueError(f"viewpoint must have shape ({viewpoint_dim},), got {viewpoint.shape}")
     return _check_frames(np.array([scene_id], dtype=np.int64), image[None], viewpoint[None], image_size, viewpoint_dim)
 
@@ -293,18 +298,19 @@ class SceneBuffer:
             chosen = [eligible[i] for i in rng.integers(0, len(eligible), size=batch_size)]
             k = int(rng.integers(lo, min(hi, min(s.size for _, s in chosen) - 1) + 1))
             s, d = self.image_size, self.viewpoint_dim
-            images = np.empty((batch_size, k + 1, s, s, 3), dtype=np.uint8)  # (B, K+1, H, W, 3)
-            viewpoints = np.empty((batch_size, k + 1, d), dtype=np.float32)  # (B, K+1, D)
+            batch = {
+                "context_images": np.empty((batch_size, k, s, s, 3), dtype=np.uint8),  # (B, K, H, W, 3)
+                "context_viewpoints": np.empty((batch_size, k, d), dtype=np.float32),  # (B, K, D)
+                "query_images": np.empty((batch_size, s, s, 3), dtype=np.uint8),  # (B, H, W, 3)
+                "query_viewpoints": np.empty((batch_size, d), dtype=np.float32),  # (B, D)
+                "scene_ids": np.array([sid for sid, _ in chosen], dtype=np.int64),  # (B,)
+            }
             for b, (_, scene) in enumerate(chosen):
-                idx = rng.choice(scene.size, size=k + 1, replace=False)
-                images[b], viewpoints[b] = scene.images[idx], scene.viewpoints[idx]
-        return {
-            "context_images": images[:, :k],  # (B, K, H, W, 3)
-            "context_viewpoints": viewpoints[:, :k],  # (B, K, D)
-            "query_images": images[:, k],  # (B, H, W, 3)
-            "query_viewpoints": viewpoints[:, k],  # (B, D)
-            "scene_ids": np.array([sid for sid, _ in chosen], dtype=np.int64),  # (B,)
-        }
+                idx = rng.choice(scene.size, size=k + 1, replace=False)  # K context frames, then the query
+                batch["context_images"][b], batch["query_images"][b] = scene.images[idx[:k]], scene.images[idx[k]]
+                batch["context_viewpoints"][b] = scene.viewpoints[idx[:k]]
+                batch["query_viewpoints"][b] = scene.viewpoints[idx[k]]
+        return batch
 
     def __len__(self) -> int:
         """Number of frames currently stored."""
@@ -449,20 +455,38 @@ class SceneStore:
         os.replace(tmp, self.path)
         _fsync_dir(self.path)
 
-    def _read_record(self, f: object, offset: int, file_size: int) -> tuple[int, bytes] | str:
-        """Read the record at ``offset``: ``(num_frames, payload)`` if valid, else why not."""
-        if file_size - offset < _RECORD_HEADER.size:
+    def _read_record(self, f: BinaryIO, offset: int, file_size: int) -> tuple[int, bytes] | str:
+        """Read the record at ``offset``: ``(num_frames, payload)`` if it is whole and passes its CRC, else why not."""
+        if file_size - offset < _RECORD_HEADER_SIZE:
             return "truncated record header"
-        f.seek(offset)  # type: ignore[attr-defined]
-        magic, n, length, crc = _RECORD_HEADER.unpack(f.read(_RECORD_HEADER.size))  # type: ignore[attr-defined]
-        if magic != RECORD_MAGIC or n == 0:
+        f.seek(offset)
+        head = f.read(_RECORD_HEADER_SIZE)
+        magic, n, length, crc = _RECORD_HEADER.unpack_from(head)
+        if magic != RECORD_MAGIC or n == 0 or zlib.crc32(head[:-4]) != struct.unpack_from("<I", head, 20)[0]:
             return "bad record header"
-        if length > file_size - offset - _RECORD_HEADER.size:
+        if length > file_size - offset - _RECORD_HEADER_SIZE:
             return "truncated record payload"
-        payload = f.read(length)  # type: ignore[attr-defined]
-        if zlib.crc32(payload) != crc:
-            return "record CRC mismatch"
-        return n, payload
+        payload = f.read(length)
+        return (n, payload) if zlib.crc32(payload) == crc else "record CRC mismatch"
+
+    def _records(self, f: BinaryIO, decode: bool) -> Generator[Frames | None, None, tuple[int, str]]:
+        """Yield each valid record (decoded if ``decode``, else ``None``); return where and why reading stopped.
+
+        A record that passes its CRC but does not inflate to its frames (a writer bug,
+        not a torn write) also stops a decoding read.
+        """
+        file_size = os.fstat(f.fileno()).st_size
+        offset = _FILE_HEADER_SIZE
+        while offset < file_size:
+            record = self._read_record(f, offset, file_size)
+            if isinstance(record, str):
+                return offset, record
+            frames = self._decode(*record) if decode else None
+            if decode and frames is None:
+                return offset, "payload does not inflate to the declared frames"
+            offset = f.tell()
+            yield frames
+        return offset, ""
 
     def _decode(self, n: int, payload: bytes) -> Frames | None:
         """Inflate and split a payload; ``None`` if it does not inflate to N frames exactly."""
@@ -498,15 +522,7 @@ class SceneStore:
         """
         with open(self.path, "rb") as f:
             file_size = os.fstat(f.fileno()).st_size
-            offset, reason = _FILE_HEADER_SIZE, ""
-            while offset < file_size:
-                record = self._read_record(f, offset, file_size)
-                frames = record if isinstance(record, str) else self._decode(*record)
-                if frames is None or isinstance(frames, str):
-                    reason = frames or "payload does not inflate to the declared frames"
-                    break
-                offset = f.tell()
-                yield frames
+            offset, reason = yield from self._records(f, decode=True)
         self._report(offset, file_size, reason)
 
     def load_into(self, buffer: SceneBuffer) -> int:
@@ -530,13 +546,13 @@ class SceneStore:
         """Find the end of the valid records; truncate a torn tail (never a valid record) after it."""
         with open(self.path, "rb") as f:
             file_size = os.fstat(f.fileno()).st_size
-            offset, reason = _FILE_HEADER_SIZE, ""
-            while offset < file_size:
-                record = self._read_record(f, offset, file_size)
-                if isinstance(record, str):
-                    reason = record
+            records = self._records(f, decode=False)
+            while True:
+                try:
+                    next(records)
+                except StopIteration as stop:
+                    offset, reason = stop.value
                     break
-                offset = f.tell()
             if offset < file_size:
                 with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
                     candidate = mm.find(RECORD_MAGIC, offset + 1)
@@ -574,7 +590,8 @@ class SceneStore:
             return
         raw = ids.astype("<i8").tobytes() + np.ascontiguousarray(images).tobytes() + vps.astype("<f4").tobytes()
         payload = zlib.compress(raw, self.compression_level)
-        record = _RECORD_HEADER.pack(RECORD_MAGIC, len(ids), len(payload), zlib.crc32(payload)) + payload
+        head = _RECORD_HEADER.pack(RECORD_MAGIC, len(ids), len(payload), zlib.crc32(payload))
+        record = head + struct.pack("<I", zlib.crc32(head)) + payload
         if self._append_end is None or os.path.getsize(self.path) != self._append_end:
             self._append_end = self._valid_end()
         end, self._append_end = self._append_end, None  # unknown until the write has succeeded
@@ -587,16 +604,12 @@ class SceneStore:
 
 def _fsync_dir(path: str) -> None:
     """Make a rename in the directory of ``path`` durable (best effort where unsupported)."""
-    try:
+    with contextlib.suppress(OSError):
         fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 class StoreWriter:
