@@ -3,7 +3,7 @@
 Imports torch and numpy only (never MiniWorld or OpenGL).
 """
 
-from world_model.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
+from world_model.checkpoint import CheckpointError, load_checkpoint, load_model, load_weights, save_checkpoint
 from world_model.config import GQNConfig
 from world_model.data import SceneBuffer, SceneStore, StoreWriter
 from world_model.evaluation import evaluate
@@ -22,5 +22,6 @@ __all__ = [
     "evaluate",
     "load_checkpoint",
     "load_model",
+    "load_weights",
     "save_checkpoint",
 ]

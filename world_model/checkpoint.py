@@ -11,8 +11,9 @@ execute code. Layout (``FORMAT_VERSION`` 1)::
      "numpy_rng": bit-generator state (plain dict), "torch_rng": uint8 tensor,
      "extra": dict of plain values}
 
-Writes are atomic: a temporary file in the same folder, flushed and fsynced, then
-``os.replace``d over the target, so a crash never leaves a torn checkpoint.
+Only ``config`` and ``model`` are required. Writes are atomic: a temporary file in
+the same folder, flushed and fsynced, then ``os.replace``d over the target, so a
+crash never leaves a torn checkpoint.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ import os
 import pickle
 import tempfile
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from world_model.config import GQNConfig
 
@@ -36,11 +39,49 @@ class CheckpointError(ValueError):
     """A file is not a readable, compatible checkpoint."""
 
 
-def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> Path:
-    """Atomically write ``payload`` (plain containers) with the format header; return the path."""
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    payload: Mapping[str, Any] | None = None,
+    *,
+    model: nn.Module | None = None,
+    config: GQNConfig | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    step: int | None = None,
+    extra: Mapping[str, Any] | None = None,
+    **entries: Any,
+) -> Path:
+    """Atomically write a checkpoint; return its path.
+
+    Either pass a ready ``payload`` dict of plain containers (the layout in the
+    module docstring), or the parts as keywords, e.g.
+    ``save_checkpoint(path, model=model, optimizer=opt, step=10, extra={...})``;
+    keywords are merged over ``payload``. ``config`` defaults to ``model.config``.
+    Further keyword ``entries`` (``skipped_steps``, ``numpy_rng``, ``torch_rng``, ...)
+    are stored as given.
+
+    Raises:
+        ValueError: If no config or no model weights are given.
+    """
+    data: dict[str, Any] = dict(payload or {})
+    if model is not None:
+        data["model"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        if config is None and isinstance(getattr(model, "config", None), GQNConfig):
+            config = model.config
+    if config is not None:
+        data["config"] = config.to_dict()
+    if optimizer is not None:
+        data["optimizer"] = optimizer.state_dict()
+    if step is not None:
+        data["step"] = int(step)
+    if extra is not None:
+        data["extra"] = dict(extra)
+    data.update(entries)
+    for key in ("config", "model"):
+        if key not in data:
+            raise ValueError(f"A checkpoint needs {key!r}; got entries {sorted(data)}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = {"format": FORMAT, "version": FORMAT_VERSION, **payload}
+    data = {"format": FORMAT, "version": FORMAT_VERSION, **data}
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -76,8 +117,23 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
         raise FileNotFoundError(f"No checkpoint at {path}")
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, KeyError, OSError) as err:
-        raise CheckpointError(f"{path} is not a readable checkpoint (corrupt, truncated or unsafe): {err}") from None
+    except (
+        pickle.UnpicklingError,
+        RuntimeError,
+        EOFError,
+        zipfile.BadZipFile,
+        ValueError,
+        KeyError,
+        OSError,
+        IndexError,
+        TypeError,
+        AttributeError,
+        UnicodeDecodeError,
+    ) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint (corrupt, truncated or unsafe): {type(err).__name__}: {reason}"
+        ) from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a gqn-gym checkpoint")
     if data.get("version") != FORMAT_VERSION:
@@ -92,16 +148,51 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     return data
 
 
-def check_compatible(data: dict[str, Any], config: GQNConfig, path: str | os.PathLike[str] = "checkpoint") -> None:
-    """Raise :class:`CheckpointError` if a checkpoint's architecture differs from ``config``'s."""
-    saved = GQNConfig.from_dict(data["config"])
-    arch = (
-        "image_size viewpoint_dim representation r_channels tower_channels hidden_channels z_channels "
-        "num_layers core_kernel_size share_core downsample"
-    ).split()
-    diff = {k: (getattr(saved, k), getattr(config, k)) for k in arch if getattr(saved, k) != getattr(config, k)}
+def check_compatible(data: Mapping[str, Any], config: GQNConfig, path: str | os.PathLike[str] = "checkpoint") -> None:
+    """Raise :class:`CheckpointError` if a checkpoint's architecture differs from ``config``'s.
+
+    The error names every differing field as ``field: (saved, expected)``.
+    """
+    saved = GQNConfig.from_dict(data["config"]).architecture()
+    wanted = config.architecture()
+    diff = {k: (saved[k], wanted[k]) for k in wanted if saved[k] != wanted[k]}
     if diff:
         raise CheckpointError(f"{path} was saved with another architecture (saved, expected): {diff}")
+
+
+def load_weights(
+    model: nn.Module, source: str | os.PathLike[str] | Mapping[str, Any], strict_config: bool = True
+) -> dict[str, Any]:
+    """Load a checkpoint's weights into an existing :class:`world_model.GQN`, all or nothing.
+
+    Args:
+        model: The model (its ``config`` is checked against the checkpoint's).
+        source: A checkpoint path or the dict :func:`load_checkpoint` returned.
+        strict_config: Check the architecture fields of the two configs first.
+
+    Returns:
+        The checkpoint data.
+
+    Raises:
+        CheckpointError: If the checkpoint is unreadable or from another
+            architecture; the model's weights are then unchanged.
+    """
+    name = str(source) if isinstance(source, str | os.PathLike) else "checkpoint"
+    data = load_checkpoint(source) if isinstance(source, str | os.PathLike) else dict(source)
+    if "model" not in data or "config" not in data:
+        raise CheckpointError(f"{name} lacks the 'config' or 'model' entry")
+    if strict_config:
+        check_compatible(data, model.config, name)
+    current = model.state_dict()
+    weights = data["model"]
+    missing, unexpected = sorted(set(current) - set(weights)), sorted(set(weights) - set(current))
+    wrong = [k for k in current if k in weights and tuple(weights[k].shape) != tuple(current[k].shape)]
+    if missing or unexpected or wrong:
+        raise CheckpointError(
+            f"{name}: weights do not fit the model (missing {missing}, unexpected {unexpected}, wrong shape {wrong})"
+        )
+    model.load_state_dict(weights)
+    return data
 
 
 def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Any:
@@ -110,10 +201,7 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu")
 
     data = load_checkpoint(path, map_location=device)
     model = GQN(GQNConfig.from_dict(data["config"]))
-    try:
-        model.load_state_dict(data["model"])
-    except RuntimeError as err:
-        raise CheckpointError(f"{path}: weights do not match its config: {err}") from None
+    load_weights(model, data, strict_config=False)
     return model.to(device).eval()
 
 

@@ -3,14 +3,22 @@
 Presets (classmethods):
 
 * ``GQNConfig.tiny()``: for tests; a training step takes milliseconds.
-* ``GQNConfig.cpu()``: the default; 32x32 images, a ConvLSTM core shared across
-  L=6 steps at 8x8 with 3x3 kernels. Measured on 2 CPU cores (torch 2.13,
-  float32, batch 32, 8 context views): ~45 queries/s for training, ~120 GFLOP/s
-  counted by torch's FlopCounterMode (``benchmarks/world_model.py`` measures it
-  against a matrix product in the same run).
-* ``GQNConfig.paper()``: the sizes of Eslami et al. (2018): r 256, L 12 unshared
-  cores, hidden 128, 5x5 kernels, 64x64 images, batch 36, sigma 2.0 -> 0.7 over
-  200k steps, learning rate 5e-4 -> 5e-5 over 1.6M steps. For GPUs.
+* ``GQNConfig.cpu()``: the default; 32x32 images, a pooled 64-channel r from the
+  compact tower, one ConvLSTM core (hidden 64, 3x3 kernels) shared across L=6
+  steps at 8x8, z 8 channels, batch 32. Measured with
+  ``python -m benchmarks.model_speed`` (2 threads, float32, torch 2.13, K=6
+  context views, another job sharing the 2 cores): 73-78 training queries/s
+  (forward, backward and Adam step), 1.38 GFLOP per query counted by
+  FlopCounterMode, 101-108 GFLOP/s achieved = 63-65% of a 1024^3 float32 matmul
+  timed in the same run (161-167 GFLOP/s). The plain formulation of the same
+  model (every core input convolved at every step) ran 49 queries/s in the same
+  conditions. Neighbours measured in one run (queries/s): hidden 48: 105,
+  hidden 96: 42, L=4: 96, L=8: 64, 5x5 kernels: 46, r 128: 52, z 4: 78, tower r:
+  72, unshared cores: 61, batch 64: 79; the paper's sizes at 32x32: 2.2.
+* ``GQNConfig.paper()``: the sizes of Eslami et al. (2018): r 256, the paper's
+  tower, L 12 unshared cores, hidden 128, 5x5 kernels, 64x64 images, batch 36,
+  sigma 2.0 -> 0.7 over 200k steps, learning rate 5e-4 -> 5e-5 over 1.6M steps.
+  For GPUs.
 
 The paper's annealing schedules assume ~2M steps. A CPU run does a few thousand,
 so the ``cpu`` preset anneals sigma and the learning rate over its own expected
@@ -25,6 +33,21 @@ from dataclasses import dataclass
 from typing import Any
 
 REPRESENTATIONS = ("pool", "tower")
+TOWER_LAYOUTS = ("compact", "paper")
+ARCHITECTURE_FIELDS = (
+    "image_size",
+    "viewpoint_dim",
+    "representation",
+    "r_channels",
+    "tower_channels",
+    "tower_layout",
+    "hidden_channels",
+    "z_channels",
+    "num_layers",
+    "core_kernel_size",
+    "share_core",
+    "downsample",
+)
 
 
 @dataclass(frozen=True)
@@ -40,7 +63,9 @@ class GQNConfig:
     r_channels: int = 64
     """Channels of the scene representation r."""
     tower_channels: int = 64
-    """Width of the representation network's convolutions."""
+    """Width of the tower's convolutions (``compact``) or of its narrow ones (``paper``: 128)."""
+    tower_layout: str = "compact"
+    """``paper``: the published tower layer for layer; ``compact``: one convolution per stage."""
     hidden_channels: int = 64
     """ConvLSTM hidden channels in the generator and the inference network."""
     z_channels: int = 8
@@ -99,7 +124,7 @@ class GQNConfig:
 
     @classmethod
     def cpu(cls) -> GQNConfig:
-        """The default: useful quality in about an hour on 2 CPU cores."""
+        """The default: useful quality in about an hour on 2 CPU cores (numbers in the module docstring)."""
         return cls()
 
     @classmethod
@@ -109,7 +134,8 @@ class GQNConfig:
             image_size=64,
             representation="pool",
             r_channels=256,
-            tower_channels=256,
+            tower_channels=128,
+            tower_layout="paper",
             hidden_channels=128,
             z_channels=3,
             num_layers=12,
@@ -130,6 +156,10 @@ class GQNConfig:
         if name not in presets:
             raise ValueError(f"Unknown preset {name!r}; choose from {sorted(presets)}")
         return presets[name]()
+
+    def architecture(self) -> dict[str, Any]:
+        """The fields that fix the parameters' shapes (two configs with equal ones share checkpoints)."""
+        return {name: getattr(self, name) for name in ARCHITECTURE_FIELDS}
 
     def replace(self, **changes: Any) -> GQNConfig:
         """A copy with some fields changed (validated)."""
@@ -173,6 +203,10 @@ class GQNConfig:
                 raise ValueError(f"GQNConfig.{name} must be a positive integer, got {value!r}")
         if self.representation not in REPRESENTATIONS:
             raise ValueError(f"GQNConfig.representation must be one of {REPRESENTATIONS}, got {self.representation!r}")
+        if self.tower_layout not in TOWER_LAYOUTS:
+            raise ValueError(f"GQNConfig.tower_layout must be one of {TOWER_LAYOUTS}, got {self.tower_layout!r}")
+        if self.tower_layout == "paper" and self.downsample < 2:
+            raise ValueError(f"GQNConfig.downsample must be >= 2 for the paper tower, got {self.downsample}")
         if self.core_kernel_size % 2 == 0:
             raise ValueError(f"GQNConfig.core_kernel_size must be odd, got {self.core_kernel_size}")
         if self.downsample & (self.downsample - 1):

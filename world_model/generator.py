@@ -3,17 +3,33 @@
 The L-step loop lives in one place, :meth:`ConvDRAW.run`. With a target image it
 runs the inference core and samples z from the posterior (training and
 reconstruction); without one it samples z from the prior (imagination). The
-training pass, prior sampling and posterior reconstruction all call it.
+training pass, prior sampling and posterior reconstruction all call it, and
+``sample=False`` takes every z at its distribution's mean (a deterministic
+prediction).
 
 Shapes: B queries, H hidden channels, Z latent channels, R representation
-channels, D viewpoint size, h = image_size / downsample.
+channels, D viewpoint size, s = image_size / downsample (the hidden resolution).
+
+Two exact rewrites make the loop cheap on a CPU without changing the function or
+the parameters (a checkpoint of the plain formulation loads unchanged):
+
+* A ConvLSTM's gates are one convolution over ``cat([inputs, h])``. Convolution
+  is linear in its input channels, so the part of the gates coming from inputs
+  that do not change over the L steps (the viewpoint v, the representation r and,
+  for the inference core, the query image) is computed **once per pass**, and
+  each step convolves only the changing inputs (z or h_gen, and h).
+* The viewpoint and a pooled r are 1x1 vectors broadcast over the s x s grid; the
+  convolution of a broadcast vector is computed exactly (zero padding included)
+  as a small matrix product with a mask of the kernel taps that fall inside the
+  grid (:func:`broadcast_conv`), instead of a k x k convolution over R channels.
 
 The canvas is accumulated at hidden resolution and upsampled once at the end by a
-transposed convolution: the paper upsamples every step's hidden state and sums,
-which is the same function (the upsampling is linear) at L times the cost.
+transposed convolution (kernel = stride = downsample).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -24,21 +40,110 @@ from world_model.config import GQNConfig
 _LOGVAR_MIN, _LOGVAR_MAX = -10.0, 10.0
 
 
+def tap_mask(size: int, kernel_size: int) -> torch.Tensor:
+    """Which kernel taps of a same-padded convolution read inside an ``size x size`` grid.
+
+    Returns:
+        ``(size, size, k, k)`` float mask: ``M[y, x, i, j] = 1`` iff input pixel
+        ``(y + i - k//2, x + j - k//2)`` lies in the grid.
+    """
+    pad = kernel_size // 2
+    pos = torch.arange(size)[:, None] + torch.arange(kernel_size)[None, :] - pad  # (s, k)
+    inside = ((pos >= 0) & (pos < size)).float()  # (s, k)
+    return inside[:, None, :, None] * inside[None, :, None, :]  # (s, s, k, k)
+
+
+def broadcast_conv(vector: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Same-padded, bias-free convolution of a vector broadcast over a grid, computed exactly.
+
+    Equals ``F.conv2d(vector[:, :, None, None].expand(-1, -1, s, s), weight, padding=k // 2)``
+    at a cost independent of the kernel's spatial work.
+
+    Args:
+        vector: ``(B, C)``.
+        weight: ``(O, C, k, k)``.
+        mask: ``tap_mask(s, k)``, ``(s, s, k, k)``.
+
+    Returns:
+        ``(B, O, s, s)``.
+    """
+    per_tap = torch.einsum("bc,ocij->boij", vector, weight)  # (B, O, k, k)
+    return torch.einsum("boij,yxij->boyx", per_tap, mask)  # (B, O, s, s)
+
+
 class ConvLSTMCell(nn.Module):
-    """A convolutional LSTM cell: all four gates from one convolution."""
+    """A convolutional LSTM cell: all four gates from one convolution over ``cat([x, h])``.
+
+    :meth:`forward` is the plain formulation. :meth:`fixed_gates`,
+    :meth:`step_weight` and :meth:`step` compute the same thing with the inputs
+    that are constant over the L steps convolved once (see the module docstring).
+
+    Args:
+        in_channels: Channels of ``x`` (all inputs but the cell's own hidden state).
+        hidden_channels: Channels H of the hidden and cell states.
+        kernel_size: Odd kernel size (same padding).
+    """
 
     def __init__(self, in_channels: int, hidden_channels: int, kernel_size: int) -> None:
         super().__init__()
+        self.in_channels = in_channels
+        self.hidden_channels = hidden_channels
         self.conv = nn.Conv2d(in_channels + hidden_channels, 4 * hidden_channels, kernel_size, padding=kernel_size // 2)
 
-    def forward(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """One step: ``x (B, in, h, w)``, state ``(h, c)`` each ``(B, H, h, w)``."""
-        hidden, cell = state
-        gates = self.conv(torch.cat([x, hidden], dim=1))  # (B, 4H, h, w)
-        i, f, o, g = gates.chunk(4, dim=1)
+    @staticmethod
+    def _update(gates: torch.Tensor, cell: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        i, f, o, g = gates.chunk(4, dim=1)  # (B, H, s, s) each
         cell = torch.sigmoid(f) * cell + torch.sigmoid(i) * torch.tanh(g)
-        hidden = torch.sigmoid(o) * torch.tanh(cell)
-        return hidden, cell
+        return torch.sigmoid(o) * torch.tanh(cell), cell
+
+    def forward(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step: ``x (B, in, s, s)``, state ``(h, c)`` each ``(B, H, s, s)``."""
+        hidden, cell = state
+        return self._update(self.conv(torch.cat([x, hidden], dim=1)), cell)  # gates (B, 4H, s, s)
+
+    def fixed_gates(self, parts: Sequence[tuple[int, torch.Tensor]], mask: torch.Tensor) -> torch.Tensor:
+        """Gate pre-activations from inputs that stay fixed over the L steps, plus the bias.
+
+        Args:
+            parts: ``(first input channel, tensor)`` pairs; a tensor is a vector
+                ``(B, C)`` (broadcast over the grid) or a map ``(B, C, s, s)``.
+            mask: ``tap_mask(s, k)``.
+
+        Returns:
+            ``(B, 4H, s, s)``.
+        """
+        size = mask.shape[0]
+        batch = parts[0][1].shape[0]
+        out = self.conv.bias[None, :, None, None].expand(batch, -1, size, size)  # (B, 4H, s, s)
+        for start, tensor in parts:
+            weight = self.conv.weight[:, start : start + tensor.shape[1]]  # (4H, C, k, k)
+            if tensor.dim() == 2:
+                out = out + broadcast_conv(tensor, weight, mask)
+            else:
+                out = out + F.conv2d(tensor, weight, padding=self.conv.padding)
+        return out
+
+    def step_weight(self, starts: Sequence[tuple[int, int]]) -> torch.Tensor:
+        """Kernel for the per-step inputs: the given ``(start, channels)`` input groups, then h.
+
+        Returns:
+            ``(4H, sum(channels) + H, k, k)``.
+        """
+        w = self.conv.weight
+        groups = [w[:, a : a + n] for a, n in starts] + [w[:, self.in_channels :]]
+        return torch.cat(groups, dim=1)
+
+    def step(
+        self,
+        fixed: torch.Tensor,
+        dynamic: torch.Tensor,
+        weight: torch.Tensor,
+        state: tuple[torch.Tensor, torch.Tensor],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step from precomputed fixed gates and the per-step inputs ``dynamic (B, C, s, s)``."""
+        hidden, cell = state
+        gates = fixed + F.conv2d(torch.cat([dynamic, hidden], dim=1), weight, padding=self.conv.padding)
+        return self._update(gates, cell)  # gates (B, 4H, s, s)
 
 
 def gaussian_kl(mu_q: torch.Tensor, logvar_q: torch.Tensor, mu_p: torch.Tensor, logvar_p: torch.Tensor) -> torch.Tensor:
@@ -48,7 +153,12 @@ def gaussian_kl(mu_q: torch.Tensor, logvar_q: torch.Tensor, mu_p: torch.Tensor, 
 
 
 class ConvDRAW(nn.Module):
-    """Generator and inference network of the GQN."""
+    """Generator and inference network of the GQN.
+
+    Channel layout of the cores' inputs (the order of their convolution weights):
+    generator ``[z (Z), v (D), r (R)]``, inference ``[x (H), h_gen (H), v (D), r (R)]``,
+    each followed by the core's own hidden state.
+    """
 
     def __init__(self, config: GQNConfig) -> None:
         super().__init__()
@@ -61,17 +171,21 @@ class ConvDRAW(nn.Module):
             config.core_kernel_size,
         )
         cores = 1 if config.share_core else config.num_layers
-        self.generator_cores = nn.ModuleList(ConvLSTMCell(z + r + d, hid, k) for _ in range(cores))
-        self.inference_cores = nn.ModuleList(ConvLSTMCell(hid + hid + r + d, hid, k) for _ in range(cores))
+        self.generator_cores = nn.ModuleList(ConvLSTMCell(z + d + r, hid, k) for _ in range(cores))
+        self.inference_cores = nn.ModuleList(ConvLSTMCell(hid + hid + d + r, hid, k) for _ in range(cores))
         self.prior = nn.Conv2d(hid, 2 * z, k, padding=k // 2)
         self.posterior = nn.Conv2d(hid, 2 * z, k, padding=k // 2)
         ds = config.downsample
         self.target_down = nn.Conv2d(3, hid, ds, stride=ds)  # query image -> hidden resolution
         self.canvas_up = nn.ConvTranspose2d(hid, hid, ds, stride=ds)
         self.to_image = nn.Conv2d(hid, 3, 1)
+        self.register_buffer("tap_mask", tap_mask(config.hidden_size, k), persistent=False)
 
-    def _core(self, cores: nn.ModuleList, step: int) -> nn.Module:
-        return cores[0] if len(cores) == 1 else cores[step]
+    def _conditioning(self, r: torch.Tensor, viewpoints: torch.Tensor, start: int) -> list[tuple[int, torch.Tensor]]:
+        """The fixed ``[v, r]`` inputs as ``(first channel, tensor)`` parts starting at ``start``."""
+        if r.shape[-1] == 1:  # pooled r: one vector with v
+            return [(start, torch.cat([viewpoints, r.flatten(1)], dim=1))]  # (B, D + R)
+        return [(start, viewpoints), (start + viewpoints.shape[1], r)]  # (B, D), (B, R, s, s)
 
     def run(
         self,
@@ -84,7 +198,7 @@ class ConvDRAW(nn.Module):
         """The L-step ConvDRAW loop.
 
         Args:
-            r: Scene representation ``(B, R, 1, 1)`` or ``(B, R, h, w)``.
+            r: Scene representation ``(B, R, 1, 1)`` or ``(B, R, s, s)``.
             viewpoints: Query viewpoints ``(B, D)``.
             target: Query images ``(B, 3, H, W)`` in [0, 1]: posterior pass. ``None``: prior pass.
             generator: Source of the latent noise (seeded sampling).
@@ -94,21 +208,24 @@ class ConvDRAW(nn.Module):
             ``(mean image (B, 3, H, W) in [0, 1], KL (B,))``; the KL is zero for a prior pass.
         """
         cfg = self.config
-        b, s = viewpoints.shape[0], cfg.hidden_size
-        v = viewpoints[:, :, None, None].expand(-1, -1, s, s)  # (B, D, h, w)
-        if r.shape[-1] == 1:
-            r = r.expand(-1, -1, s, s)  # (B, R, h, w)
-        cond = torch.cat([v, r], dim=1)  # (B, D + R, h, w)
-        zeros = viewpoints.new_zeros(b, cfg.hidden_channels, s, s)
+        b, s, hid, zc = viewpoints.shape[0], cfg.hidden_size, cfg.hidden_channels, cfg.z_channels
+        mask = self.tap_mask
+        # Everything that does not change over the L steps, once per pass (per core if unshared).
+        gen_fixed = [c.fixed_gates(self._conditioning(r, viewpoints, zc), mask) for c in self.generator_cores]
+        gen_weight = [c.step_weight([(0, zc)]) for c in self.generator_cores]  # z, then h_gen
+        if target is not None:
+            x = self.target_down(target)  # (B, H, s, s)
+            inf_parts = [(0, x), *self._conditioning(r, viewpoints, 2 * hid)]
+            inf_fixed = [c.fixed_gates(inf_parts, mask) for c in self.inference_cores]
+            inf_weight = [c.step_weight([(hid, hid)]) for c in self.inference_cores]  # h_gen, then h_inf
+        zeros = viewpoints.new_zeros(b, hid, s, s)
         h_gen, c_gen, h_inf, c_inf, canvas = zeros, zeros, zeros, zeros, zeros
-        x = self.target_down(target) if target is not None else None  # (B, H, h, w)
         kl = viewpoints.new_zeros(b)
         for step in range(cfg.num_layers):
-            mu_p, logvar_p = self.prior(h_gen).clamp(_LOGVAR_MIN, _LOGVAR_MAX).chunk(2, dim=1)  # (B, Z, h, w) each
-            if x is not None:
-                h_inf, c_inf = self._core(self.inference_cores, step)(
-                    torch.cat([x, h_gen, cond], dim=1), (h_inf, c_inf)
-                )
+            core = step if len(self.generator_cores) > 1 else 0
+            mu_p, logvar_p = self.prior(h_gen).clamp(_LOGVAR_MIN, _LOGVAR_MAX).chunk(2, dim=1)  # (B, Z, s, s) each
+            if target is not None:
+                h_inf, c_inf = self.inference_cores[core].step(inf_fixed[core], h_gen, inf_weight[core], (h_inf, c_inf))
                 mu_q, logvar_q = self.posterior(h_inf).clamp(_LOGVAR_MIN, _LOGVAR_MAX).chunk(2, dim=1)
                 kl = kl + gaussian_kl(mu_q, logvar_q, mu_p, logvar_p)
                 mu, logvar = mu_q, logvar_q
@@ -116,10 +233,10 @@ class ConvDRAW(nn.Module):
                 mu, logvar = mu_p, logvar_p
             if sample:
                 noise = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
-                z = mu + (0.5 * logvar).exp() * noise
+                z = mu + (0.5 * logvar).exp() * noise  # (B, Z, s, s)
             else:
                 z = mu
-            h_gen, c_gen = self._core(self.generator_cores, step)(torch.cat([z, cond], dim=1), (h_gen, c_gen))
-            canvas = canvas + h_gen  # (B, H, h, w)
+            h_gen, c_gen = self.generator_cores[core].step(gen_fixed[core], z, gen_weight[core], (h_gen, c_gen))
+            canvas = canvas + h_gen  # (B, H, s, s)
         mean = torch.sigmoid(self.to_image(F.relu(self.canvas_up(canvas))))  # (B, 3, H, W)
         return mean, kl

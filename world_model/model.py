@@ -10,6 +10,7 @@ torch) and float ``(..., 3, H, W)`` in [0, 1] inside; viewpoints are float32
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 import numpy as np
@@ -50,6 +51,9 @@ def images_to_tensor(images: Any, image_size: int, device: torch.device | str, l
             raise ValueError(f"Expected float images (..., 3, {image_size}, {image_size}), got {tuple(images.shape)}")
         if not torch.isfinite(images).all():
             raise ValueError("Images contain NaN or infinite values")
+        low, high = (float(images.min()), float(images.max())) if images.numel() else (0.0, 0.0)
+        if low < 0.0 or high > 1.0:
+            raise ValueError(f"Float images must lie in [0, 1], got values in [{low:g}, {high:g}]")
         return images.to(device=device, dtype=torch.float32)
     raise ValueError(f"Images must be uint8 (HWC) or float (CHW), got dtype {images.dtype}")
 
@@ -73,8 +77,11 @@ class GQN(nn.Module):
     def __init__(self, config: GQNConfig) -> None:
         super().__init__()
         self.config = config
-        self.representation = make_representation(config)
-        self.generator = ConvDRAW(config)
+        # Initialise from config.seed without touching the global RNG's state.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            self.representation = make_representation(config)
+            self.generator = ConvDRAW(config)
 
     @property
     def device(self) -> torch.device:
@@ -129,7 +136,7 @@ class GQN(nn.Module):
             ``nll`` and ``kl`` (batch means), ``mse`` (per pixel), and ``mean``
             (the posterior reconstruction ``(B, 3, S, S)``).
         """
-        if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
+        if not (isinstance(sigma, numbers.Real) and math.isfinite(sigma) and sigma > 0):
             raise ValueError(f"sigma must be a finite positive number, got {sigma!r}")
         r = self.scene_representation(context_images, context_viewpoints)
         target = images_to_tensor(query_images, self.config.image_size, self.device, lead=1)

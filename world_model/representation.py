@@ -7,6 +7,22 @@ Both variants follow Eslami et al. (2018, supplementary figure S1):
   there, and residual 3x3 convolutions mix them: output ``(N, r, h, w)``.
 * ``PoolRepresentation``: the tower followed by average pooling: ``(N, r, 1, 1)``.
 
+``config.tower_layout`` picks the tower's depth:
+
+* ``"paper"``: the published tower, layer for layer: a 2x2/2 convolution, a
+  residual block (3x3 then 2x2/2, skip 2x2/2) down to the hidden resolution, the
+  viewpoint concatenated, a residual block of 3x3 convolutions (skip 3x3), and a
+  1x1 convolution. Wide layers have ``r_channels``, narrow ones ``tower_channels``
+  (256 and 128 in the paper).
+* ``"compact"`` (the ``cpu`` preset): the same stages with one convolution each
+  (``tower_channels`` wide): strided 2x2 convolutions, one 3x3 over the image
+  features and viewpoint, one residual 3x3, and a 1x1 to ``r_channels``; about
+  half the paper tower's cost per view.
+
+Any ``downsample`` that is a power of two works: the first ``log2(downsample) - 1``
+strided convolutions form a stem before the last (residual, in the paper layout)
+downsampling stage.
+
 The scene representation is the *sum* of these over a scene's views (done by
 the model, so it can also be updated one frame at a time).
 """
@@ -22,22 +38,49 @@ from torch import nn
 from world_model.config import GQNConfig
 
 
+def _broadcast(viewpoints: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Viewpoints ``(N, D)`` broadcast to ``(N, D, h, w)`` of ``like``."""
+    return viewpoints[:, :, None, None].expand(-1, -1, like.shape[2], like.shape[3])  # (N, D, h, w)
+
+
 class TowerRepresentation(nn.Module):
-    """The paper's tower, sized by the config (no hard-coded channel arithmetic)."""
+    """The tower, sized by the config (no hard-coded channel arithmetic).
+
+    Args:
+        config: Uses ``tower_layout``, ``r_channels``, ``tower_channels``,
+            ``viewpoint_dim`` and ``downsample``.
+    """
 
     def __init__(self, config: GQNConfig) -> None:
         super().__init__()
-        c, v = config.tower_channels, config.viewpoint_dim
+        self.layout = config.tower_layout
+        c, v, r = config.tower_channels, config.viewpoint_dim, config.r_channels
         stages = int(math.log2(config.downsample))
-        layers: list[nn.Module] = []
+        if self.layout == "compact":
+            layers: list[nn.Module] = []
+            in_ch = 3
+            for _ in range(stages):
+                layers += [nn.Conv2d(in_ch, c, 2, stride=2), nn.ReLU()]
+                in_ch = c
+            self.stem = nn.Sequential(*layers) if layers else nn.Conv2d(3, c, 3, padding=1)
+            self.mix = nn.Conv2d(c + v, c, 3, padding=1)
+            self.res = nn.Conv2d(c, c, 3, padding=1)
+            self.out = nn.Conv2d(c, r, 1)
+            return
+        # The paper's layout: wide = r_channels, narrow = tower_channels.
+        layers = []
         in_ch = 3
-        for _ in range(stages):
-            layers += [nn.Conv2d(in_ch, c, 2, stride=2), nn.ReLU()]
-            in_ch = c
-        self.stem = nn.Sequential(*layers) if layers else nn.Conv2d(3, c, 3, padding=1)
-        self.mix = nn.Conv2d(c + v, c, 3, padding=1)
-        self.res = nn.Conv2d(c, c, 3, padding=1)
-        self.out = nn.Conv2d(c, config.r_channels, 1)
+        for _ in range(stages - 1):
+            layers += [nn.Conv2d(in_ch, r, 2, stride=2), nn.ReLU()]
+            in_ch = r
+        self.stem = nn.Sequential(*layers)
+        self.skip1 = nn.Conv2d(in_ch, r, 2, stride=2)
+        self.conv1 = nn.Conv2d(in_ch, c, 3, padding=1)
+        self.down1 = nn.Conv2d(c, r, 2, stride=2)
+        self.skip2 = nn.Conv2d(r + v, r, 3, padding=1)
+        self.conv2 = nn.Conv2d(r + v, c, 3, padding=1)
+        self.conv3 = nn.Conv2d(c, r, 3, padding=1)
+        self.out = nn.Conv2d(r, r, 1)
 
     def forward(self, images: torch.Tensor, viewpoints: torch.Tensor) -> torch.Tensor:
         """Encode views.
@@ -49,11 +92,17 @@ class TowerRepresentation(nn.Module):
         Returns:
             ``(N, r_channels, H / downsample, W / downsample)``.
         """
-        x = self.stem(images)  # (N, c, h, w)
-        v = viewpoints[:, :, None, None].expand(-1, -1, x.shape[2], x.shape[3])  # (N, D, h, w)
-        x = F.relu(self.mix(torch.cat([x, v], dim=1)))  # (N, c, h, w)
-        x = x + F.relu(self.res(x))
-        return self.out(x)  # (N, r, h, w)
+        x = self.stem(images)  # (N, c, H', W'): (N, 3, H, W) when the stem is empty
+        if self.layout == "compact":
+            x = F.relu(self.mix(torch.cat([x, _broadcast(viewpoints, x)], dim=1)))  # (N, c, h, w)
+            x = x + F.relu(self.res(x))
+            return self.out(x)  # (N, r, h, w)
+        skip = F.relu(self.skip1(x))  # (N, r, h, w)
+        x = F.relu(self.down1(F.relu(self.conv1(x)))) + skip  # (N, r, h, w)
+        x = torch.cat([x, _broadcast(viewpoints, x)], dim=1)  # (N, r + D, h, w)
+        skip = F.relu(self.skip2(x))  # (N, r, h, w)
+        x = F.relu(self.conv3(F.relu(self.conv2(x)))) + skip  # (N, r, h, w)
+        return F.relu(self.out(x))  # (N, r, h, w)
 
 
 class PoolRepresentation(nn.Module):
@@ -65,7 +114,7 @@ class PoolRepresentation(nn.Module):
 
     def forward(self, images: torch.Tensor, viewpoints: torch.Tensor) -> torch.Tensor:
         """Encode views to ``(N, r_channels, 1, 1)``."""
-        return self.tower(images, viewpoints).mean(dim=(2, 3), keepdim=True)
+        return self.tower(images, viewpoints).mean(dim=(2, 3), keepdim=True)  # (N, r, 1, 1)
 
 
 def make_representation(config: GQNConfig) -> nn.Module:

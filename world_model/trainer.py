@@ -1,8 +1,13 @@
 """Training: annealing schedules, the online trainer, and a background worker.
 
 :class:`Trainer` does one Adam step per :meth:`Trainer.step` from any *sampler*
-with ``sample(batch_size, rng, num_context) -> dict`` (a
-:class:`world_model.data.SceneBuffer`). It owns every source of randomness it
+with ``sample(batch_size, rng) -> dict`` of numpy arrays ``context_images
+(B, K, H, W, 3)`` uint8, ``context_viewpoints (B, K, D)``, ``query_images
+(B, H, W, 3)`` uint8 and ``query_viewpoints (B, D)`` (a
+:class:`world_model.data.SceneBuffer`). A sampler whose ``sample`` also takes
+``num_context`` is asked for K in ``[context_min, context_max]``; otherwise a batch
+with more than ``context_max`` views is cut to a random K in that range (a random
+subset of views per item). It owns every source of randomness it
 uses (a numpy Generator for batches, a torch Generator for latents), and
 :meth:`Trainer.save` / :meth:`Trainer.load` store them with the model, optimizer,
 step and config, so a resumed run takes bit-identical next steps.
@@ -14,6 +19,7 @@ state stay as they were, ``skipped_steps`` counts it, and the returned stats say
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import threading
 import time
@@ -23,9 +29,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from world_model.checkpoint import check_compatible, load_checkpoint, save_checkpoint
+from world_model.checkpoint import check_compatible, load_checkpoint, load_weights, save_checkpoint
 from world_model.config import GQNConfig
 from world_model.model import GQN
+
+
+def _accepts_num_context(sampler: Any) -> bool:
+    """Whether ``sampler.sample`` takes a ``num_context`` keyword."""
+    try:
+        params = inspect.signature(sampler.sample).parameters
+    except (AttributeError, TypeError, ValueError):
+        return False
+    return "num_context" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
 def linear_anneal(start: float, end: float, steps: int, t: int) -> float:
@@ -38,12 +53,31 @@ def psnr_from_mse(mse: float) -> float:
     return float("inf") if mse <= 0 else -10.0 * math.log10(mse)
 
 
+class _NoBar:
+    """Stands in for tqdm when it is not installed and no bar is wanted."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __enter__(self) -> _NoBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def update(self, n: int = 1) -> None:
+        """Do nothing."""
+
+    def set_postfix(self, *args: Any, **kwargs: Any) -> None:
+        """Do nothing."""
+
+
 class Trainer:
     """One-step-at-a-time GQN trainer.
 
     Args:
         model_or_config: A :class:`GQN` or a :class:`GQNConfig` to build one from.
-        sampler: Source of batches (``sample(batch_size, rng, num_context)``).
+        sampler: Source of batches: ``sample(batch_size, rng)`` (``num_context=`` optional).
         device: Where to train.
         log_dir: TensorBoard directory (optional; needs ``tensorboard``).
         image_every: Steps between TensorBoard image grids.
@@ -58,8 +92,7 @@ class Trainer:
         image_every: int = 500,
     ) -> None:
         if isinstance(model_or_config, GQNConfig):
-            torch.manual_seed(model_or_config.seed)
-            model_or_config = GQN(model_or_config)
+            model_or_config = GQN(model_or_config)  # initialised from config.seed
         self.model = model_or_config.to(device).train()
         self.config: GQNConfig = self.model.config
         self.device = torch.device(device)
@@ -71,6 +104,9 @@ class Trainer:
         self.skipped_steps = 0
         self.extra: dict[str, Any] = {}
         self.lock = threading.Lock()  # held during a step; BackgroundTrainer reads weights under it
+        # Held while sampling: an acting thread that feeds a non-thread-safe sampler takes it too.
+        self.sampler_lock = threading.Lock()
+
         self.image_every = image_every
         self._writer = None
         if log_dir is not None:
@@ -79,6 +115,18 @@ class Trainer:
             except ImportError as err:  # pragma: no cover - depends on the install
                 raise ImportError("TensorBoard logging needs `pip install tensorboard`") from err
             self._writer = SummaryWriter(str(log_dir))
+
+    @property
+    def sampler(self) -> Any:
+        """The source of batches (may be replaced between steps)."""
+        return self._sampler
+
+    @sampler.setter
+    def sampler(self, sampler: Any) -> None:
+        if not callable(getattr(sampler, "sample", None)):
+            raise ValueError(f"A sampler needs a sample(batch_size, rng) method; got {type(sampler).__name__}")
+        self._sampler = sampler
+        self._pass_num_context = _accepts_num_context(sampler)
 
     # --------------------------------------------------------------- schedules
     @property
@@ -94,11 +142,50 @@ class Trainer:
         return linear_anneal(c.lr_start, c.lr_end, c.lr_anneal_steps, self.step_count)
 
     # -------------------------------------------------------------------- step
+    def sample_batch(self) -> dict[str, np.ndarray]:
+        """Draw a batch from the sampler (under :attr:`sampler_lock`) with K in the config's range.
+
+        Raises:
+            ValueError: If the sampler returned fewer than ``context_min`` context views.
+        """
+        c = self.config
+        with self.sampler_lock:
+            if self._pass_num_context:
+                batch = self.sampler.sample(c.batch_size, self.np_rng, num_context=(c.context_min, c.context_max))
+            else:
+                batch = self.sampler.sample(c.batch_size, self.np_rng)
+        batch = dict(batch)
+        images, viewpoints = np.asarray(batch["context_images"]), np.asarray(batch["context_viewpoints"])
+        if images.ndim != 5 or viewpoints.ndim != 3:
+            raise ValueError(
+                f"The sampler must return context_images (B, K, H, W, 3) and context_viewpoints (B, K, D), "
+                f"got shapes {images.shape} and {viewpoints.shape}"
+            )
+        b, k = images.shape[:2]
+        if k < c.context_min:
+            raise ValueError(f"The sampler returned K = {k} context views; the config needs >= {c.context_min}")
+        if k > c.context_max:
+            keep = int(self.np_rng.integers(c.context_min, c.context_max + 1))
+            order = np.argsort(self.np_rng.random((b, k)), axis=1)[:, :keep]  # (B, keep) random views per item
+            batch["context_images"] = np.take_along_axis(images, order[:, :, None, None, None], axis=1)
+            batch["context_viewpoints"] = np.take_along_axis(viewpoints, order[:, :, None], axis=1)
+        return batch
+
     def step(self) -> dict[str, float]:
-        """One gradient step; returns loss, nll, kl, mse, psnr, sigma, lr, queries_per_s, skipped."""
+        """One gradient step (or a skipped one, if the loss or gradient is not finite).
+
+        Returns:
+            Floats: ``loss`` (negative ELBO per query), ``nll``, ``kl``, ``mse``,
+            ``psnr`` (of the posterior reconstruction), ``sigma``, ``lr``,
+            ``queries_per_s``, ``skipped`` (1.0 if this step was skipped) and
+            ``skipped_steps`` (the running count).
+
+        Raises:
+            ValueError: If the sampler's batch is malformed; nothing changes then.
+        """
         c = self.config
         start = time.perf_counter()
-        batch = self.sampler.sample(c.batch_size, self.np_rng, num_context=(c.context_min, c.context_max))
+        batch = self.sample_batch()
         with self.lock:
             sigma, lr = self.sigma, self.lr
             for group in self.optimizer.param_groups:
@@ -138,6 +225,7 @@ class Trainer:
             "lr": lr,
             "queries_per_s": c.batch_size / elapsed,
             "skipped": float(not finite),
+            "skipped_steps": float(self.skipped_steps),
         }
         if self._writer is not None:
             self._log(stats, batch, out["mean"].detach())
@@ -146,7 +234,6 @@ class Trainer:
     def _log(self, stats: dict[str, float], batch: dict[str, np.ndarray], mean: torch.Tensor) -> None:
         for key, value in stats.items():
             self._writer.add_scalar(f"train/{key}", value, self.step_count)
-        self._writer.add_scalar("train/skipped_steps", self.skipped_steps, self.step_count)
         if self.step_count % self.image_every == 1 or self.image_every == 1:
             truth = torch.from_numpy(batch["query_images"][:8]).movedim(-1, 1).float() / 255  # (8, 3, S, S)
             grid = torch.cat([truth, mean[:8].cpu()], dim=3)  # truth | prediction side by side
@@ -156,7 +243,12 @@ class Trainer:
         """Run steps until ``num_steps`` more steps or ``seconds`` have passed; return the last stats."""
         if num_steps is None and seconds is None:
             raise ValueError("Give num_steps or seconds")
-        from tqdm.auto import tqdm
+        try:
+            from tqdm.auto import tqdm
+        except ImportError as err:  # pragma: no cover - depends on the install
+            if progress:
+                raise ImportError("A progress bar needs tqdm: `pip install tqdm` (or pass progress=False)") from err
+            tqdm = _NoBar
 
         start, done, stats = time.perf_counter(), 0, {}
         with tqdm(total=num_steps, disable=not progress, desc="train", unit="step") as bar:
@@ -200,8 +292,7 @@ class Trainer:
     def load_state(self, data: dict[str, Any], path: str | Path = "checkpoint") -> None:
         """Restore from checkpoint data; the model is untouched if anything does not fit."""
         check_compatible(data, self.config, path)
-        model = GQN(self.config)
-        model.load_state_dict(data["model"])  # validate on a scratch copy first
+        load_weights(GQN(self.config), data, strict_config=False)  # validate on a scratch copy first
         with self.lock:
             self.model.load_state_dict(data["model"])
             if data.get("optimizer") is not None:

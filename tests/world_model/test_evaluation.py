@@ -2,9 +2,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from world_model import GQN, evaluate
 from world_model.evaluation import format_table
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from threads; one per test avoids oversubscription under ``pytest -n``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def test_baselines_on_a_constructed_case(tiny_config):
@@ -30,3 +40,35 @@ def test_baselines_on_a_constructed_case(tiny_config):
     assert "shuffled" in format_table(results)
     with pytest.raises(ValueError, match="at least 2 scenes"):
         evaluate(GQN(tiny_config), scenes[:1], mean_image)
+
+
+def test_model_and_shuffled_context_use_the_prior_mean_and_a_derangement(tiny_config):
+    rng = np.random.default_rng(0)
+    s, d = tiny_config.image_size, tiny_config.viewpoint_dim
+    scenes = [
+        {
+            "context_images": rng.integers(0, 256, (k, s, s, 3), dtype=np.uint8),
+            "context_viewpoints": rng.uniform(-1, 1, (k, d)).astype(np.float32),
+            "query_images": rng.integers(0, 256, (2, s, s, 3), dtype=np.uint8),
+            "query_viewpoints": rng.uniform(-1, 1, (2, d)).astype(np.float32),
+        }
+        for k in (1, 2, 3)
+    ]
+    model = GQN(tiny_config)
+    results = evaluate(model, scenes, np.zeros((s, s, 3)))
+
+    def mse(context_scene, query_scene):
+        with torch.no_grad():
+            r = model.scene_representation(
+                context_scene["context_images"][None], context_scene["context_viewpoints"][None]
+            )
+            pred = model.generate(r.expand(2, *r.shape[1:]), query_scene["query_viewpoints"], sample=False)
+        truth = torch.from_numpy(query_scene["query_images"]).movedim(-1, 1).double() / 255
+        return ((pred.double() - truth) ** 2).mean().item()
+
+    own = np.mean([mse(sc, sc) for sc in scenes])
+    other = np.mean([mse(scenes[(i + 1) % 3], sc) for i, sc in enumerate(scenes)])
+    assert results["mse_model"] == pytest.approx(own, rel=1e-5)
+    assert results["mse_shuffled"] == pytest.approx(other, rel=1e-5)
+    assert results["mse_shuffled"] != pytest.approx(results["mse_model"], rel=1e-6)
+    assert model.training  # evaluate restores the mode it found

@@ -6,6 +6,16 @@ import torch
 
 from world_model import GQN, GQNConfig
 
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from threads; one per test avoids oversubscription under ``pytest -n``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 B, K = 3, 4
 
 
@@ -119,6 +129,9 @@ def test_bad_sigma_raises():
         ({"core_kernel_size": 4}, "odd"),
         ({"context_min": 5, "context_max": 2}, "context_min"),
         ({"sigma_end": -1.0}, "sigma_end"),
+        ({"tower_layout": "deep"}, "tower_layout"),
+        ({"tower_layout": "paper", "downsample": 1}, "paper tower"),
+        ({"grad_clip": -1.0}, "grad_clip"),
     ],
 )
 def test_bad_config_raises(changes, match):
@@ -142,3 +155,78 @@ def test_config_round_trip_and_presets():
         GQNConfig.from_dict({**GQNConfig.tiny().to_dict(), "r_dim": 3})
     with pytest.raises(ValueError, match="Unknown preset"):
         GQNConfig.preset("huge")
+    assert GQNConfig.from_dict({"image_size": 16}) == GQNConfig(image_size=16)  # missing keys: defaults
+    scaled = GQNConfig.cpu().with_anneal_steps(300)
+    assert (scaled.sigma_anneal_steps, scaled.lr_anneal_steps) == (300, 600)
+    assert scaled.architecture() == GQNConfig.cpu().architecture()
+    tower = GQNConfig.tiny().replace(representation="tower", r_channels=5, image_size=32, downsample=4)
+    assert tower.representation_shape == (5, 8, 8) and tower.representation_size == 5 * 8 * 8
+    assert tower.replace(representation="pool").representation_shape == (5, 1, 1)
+
+
+@pytest.mark.parametrize("kernel_size, size", [(3, 4), (5, 8), (5, 2), (1, 3)])
+def test_broadcast_conv_equals_convolving_the_broadcast_vector(kernel_size, size):
+    from world_model.generator import broadcast_conv, tap_mask
+
+    gen = torch.Generator().manual_seed(0)
+    vector, weight = torch.randn(3, 5, generator=gen), torch.randn(6, 5, kernel_size, kernel_size, generator=gen)
+    expected = torch.nn.functional.conv2d(
+        vector[:, :, None, None].expand(-1, -1, size, size), weight, padding=kernel_size // 2
+    )
+    torch.testing.assert_close(broadcast_conv(vector, weight, tap_mask(size, kernel_size)), expected)
+
+
+def test_convlstm_fixed_gates_and_step_equal_the_plain_cell():
+    from world_model.generator import ConvLSTMCell, tap_mask
+
+    torch.manual_seed(0)
+    cell = ConvLSTMCell(in_channels=2 + 3 + 4, hidden_channels=5, kernel_size=3)
+    with torch.no_grad():
+        cell.conv.bias.normal_()
+    b, s = 2, 6
+    dyn, vec, fmap = torch.randn(b, 2, s, s), torch.randn(b, 3), torch.randn(b, 4, s, s)
+    state = (torch.randn(b, 5, s, s), torch.randn(b, 5, s, s))
+    plain = cell(torch.cat([dyn, vec[:, :, None, None].expand(-1, -1, s, s), fmap], dim=1), state)
+    fixed = cell.fixed_gates([(2, vec), (5, fmap)], tap_mask(s, 3))
+    split = cell.step(fixed, dyn, cell.step_weight([(0, 2)]), state)
+    for a, e in zip(split, plain, strict=True):
+        torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("representation", ["pool", "tower"])
+@pytest.mark.parametrize("downsample", [2, 4])
+def test_paper_tower_layout(representation, downsample):
+    config = GQNConfig.tiny().replace(tower_layout="paper", representation=representation, downsample=downsample)
+    model = GQN(config)
+    ci, cv, qi, qv = batch(config)
+    out = model(ci, cv, qi, qv, sigma=1.0)
+    out["loss"].backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert model.scene_representation(ci, cv).shape == (B, *config.representation_shape)
+    assert any(name.startswith("representation.") and "skip2" in name for name, _ in model.named_parameters())
+
+
+def test_float_images_outside_unit_range_are_rejected():
+    config = GQNConfig.tiny()
+    model = GQN(config)
+    ci, cv, qi, qv = batch(config)
+    as_float = torch.from_numpy(ci).movedim(-1, -3).float()  # (B, K, 3, S, S) in [0, 255]
+    with pytest.raises(ValueError, match=r"\[0, 1\], got values in \[0, 255\]"):
+        model.scene_representation(as_float, cv)
+    torch.testing.assert_close(
+        model.scene_representation(as_float / 255, cv), model.scene_representation(ci, cv), rtol=0, atol=0
+    )
+
+
+def test_construction_is_seeded_and_leaves_the_global_rng_alone():
+    config = GQNConfig.tiny()
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(123)
+    a, b = GQN(config), GQN(config)
+    assert torch.equal(torch.rand(3), expected_next)
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(va, vb), k
+    c = GQN(config.replace(seed=1))
+    assert any(not torch.equal(va, vc) for va, vc in zip(a.state_dict().values(), c.state_dict().values(), strict=True))

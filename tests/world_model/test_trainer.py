@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pytest
@@ -8,6 +9,15 @@ import torch
 
 from world_model import GQN, BackgroundTrainer, Trainer
 from world_model.trainer import linear_anneal
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from threads; one per test avoids oversubscription under ``pytest -n``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def test_elbo_decreases_on_fixed_batches(tiny_config, tiny_buffer):
@@ -98,8 +108,10 @@ def test_background_trainer_publishes_new_weights(tiny_config, tiny_buffer):
     trainer = Trainer(tiny_config, tiny_buffer)
     acting = GQN(tiny_config)
     with BackgroundTrainer(trainer, publish_every=2) as worker:
-        while trainer.step_count < 6:
-            pass
+        deadline = time.monotonic() + 60
+        while trainer.step_count < 6 and time.monotonic() < deadline:
+            time.sleep(0.01)  # poll without holding the GIL
+        assert trainer.step_count >= 6
         version = worker.copy_weights_to(acting)
     assert version >= 2
     worker.copy_weights_to(acting)  # the final publish after stop()
@@ -113,3 +125,100 @@ def test_tensorboard_logging_writes_events(tiny_config, tiny_buffer, tmp_path):
     trainer.step()
     trainer._writer.flush()
     assert any(p.name.startswith("events.out") for p in tmp_path.iterdir())
+
+
+class PlainSampler:
+    """A sampler with only ``sample(batch_size, rng)``: always K = k views of random scenes."""
+
+    def __init__(self, config, k):
+        self.config, self.k = config, k
+
+    def sample(self, batch_size, rng):
+        s, d = self.config.image_size, self.config.viewpoint_dim
+        return {
+            "context_images": rng.integers(0, 256, (batch_size, self.k, s, s, 3), dtype=np.uint8),
+            "context_viewpoints": rng.uniform(-1, 1, (batch_size, self.k, d)).astype(np.float32),
+            "query_images": rng.integers(0, 256, (batch_size, s, s, 3), dtype=np.uint8),
+            "query_viewpoints": rng.uniform(-1, 1, (batch_size, d)).astype(np.float32),
+        }
+
+
+def test_plain_sampler_batches_are_cut_to_the_context_range(tiny_config):
+    config = tiny_config.replace(context_min=2, context_max=3)
+    trainer = Trainer(config, PlainSampler(config, k=7))
+    seen = set()
+    for _ in range(20):
+        batch = trainer.sample_batch()
+        k = batch["context_images"].shape[1]
+        assert batch["context_viewpoints"].shape[:2] == (config.batch_size, k)
+        seen.add(k)
+    assert seen == {2, 3}
+    stats = trainer.step()
+    assert trainer.step_count == 1 and math.isfinite(stats["loss"]) and stats["queries_per_s"] > 0
+
+
+def test_cut_context_keeps_image_viewpoint_pairs(tiny_config):
+    config = tiny_config.replace(context_min=2, context_max=2)
+    sampler = PlainSampler(config, k=5)
+    full = sampler.sample(config.batch_size, np.random.default_rng(0))
+    # Tag every view: image value = 10 * view index, viewpoint[0] = view index.
+    full["context_images"][:] = (10 * np.arange(5))[None, :, None, None, None].astype(np.uint8)
+    full["context_viewpoints"][..., 0] = np.arange(5)[None, :]
+    sampler.sample = lambda batch_size, rng: {k: v.copy() for k, v in full.items()}
+    batch = Trainer(config, sampler).sample_batch()
+    views = batch["context_viewpoints"][..., 0].astype(int)  # (B, 2)
+    assert np.array_equal(batch["context_images"][:, :, 0, 0, 0], 10 * views)
+    assert all(len(set(row)) == 2 for row in views.tolist())  # distinct views per item
+
+
+def test_too_few_context_views_raise_and_leave_weights_alone(tiny_config):
+    config = tiny_config.replace(context_min=3, context_max=3)
+    trainer = Trainer(config, PlainSampler(config, k=2))
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    with pytest.raises(ValueError, match="K = 2"):
+        trainer.step()
+    assert trainer.step_count == 0
+    for k, v in trainer.model.state_dict().items():
+        assert torch.equal(v, before[k])
+
+
+def test_non_finite_gradient_is_skipped_with_weights_and_optimizer_unchanged(tiny_config):
+    trainer = Trainer(tiny_config, PlainSampler(tiny_config, k=2))
+    trainer.step()
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    adam_before = {k: {n: t.clone() for n, t in v.items()} for k, v in trainer.optimizer.state_dict()["state"].items()}
+    param = trainer.model.generator.prior.weight
+    hook = param.register_hook(lambda grad: grad * float("inf"))
+    stats = trainer.step()
+    hook.remove()
+    assert math.isfinite(stats["loss"]) and stats["skipped"] == 1.0 and trainer.skipped_steps == 1
+    assert trainer.step_count == 2
+    for k, v in trainer.model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    for k, v in trainer.optimizer.state_dict()["state"].items():
+        for n, t in v.items():
+            assert torch.equal(t, adam_before[k][n]), (k, n)
+    assert trainer.step()["skipped"] == 0.0  # training goes on
+    assert any(not torch.equal(v, before[k]) for k, v in trainer.model.state_dict().items())
+
+
+def test_train_runs_a_number_of_steps_or_a_time_budget(tiny_config):
+    trainer = Trainer(tiny_config, PlainSampler(tiny_config, k=2))
+    stats = trainer.train(num_steps=3, progress=False)
+    assert trainer.step_count == 3 and {"loss", "kl", "nll", "mse", "psnr", "sigma", "lr"} <= set(stats)
+    trainer.train(seconds=0.0, progress=False)
+    assert trainer.step_count == 3
+    with pytest.raises(ValueError):
+        trainer.train(progress=False)
+
+
+def test_background_trainer_surfaces_worker_errors(tiny_config):
+    class Failing(PlainSampler):
+        def sample(self, batch_size, rng):
+            raise ValueError("buffer is empty")
+
+    worker = BackgroundTrainer(Trainer(tiny_config, Failing(tiny_config, k=2))).start()
+    worker._thread.join(timeout=30)
+    with pytest.raises(RuntimeError, match="background trainer failed") as info:
+        worker.stop()
+    assert "buffer is empty" in str(info.value.__cause__)
