@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import gymnasium as gym
 import numpy as np
@@ -22,19 +21,9 @@ import torch
 
 import gqn_env  # noqa: F401
 from benchmarks._common import format_table, write_json
+from benchmarks.env_speed import steps_per_second
 from gqn_env.envs.gqn_maze import BUNDLED_CHECKPOINT, load_world_model
 from world_model import GQN, GQNConfig
-
-
-def steps_per_second(env: gym.Env, steps: int, rng: np.random.Generator) -> float:
-    env.reset(seed=int(rng.integers(1 << 30)))
-    actions = rng.integers(0, 3, size=steps)
-    start = time.perf_counter()
-    for action in actions:
-        _, _, terminated, truncated, _ = env.step(int(action))
-        if terminated or truncated:
-            env.reset()
-    return steps / (time.perf_counter() - start)
 
 
 def main() -> None:

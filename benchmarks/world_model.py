@@ -31,6 +31,7 @@ import torch
 import gqn_env  # noqa: F401
 from agents.world_model_training import OnlineSchedule, make_eval_scenes, train_online
 from benchmarks._common import format_table, write_json
+from benchmarks.model_speed import step_flops
 from world_model import GQNConfig, Trainer, evaluate
 from world_model.data import SceneBuffer
 from world_model.evaluation import format_table as format_eval_table
@@ -48,22 +49,9 @@ def matmul_gflops(n: int = 1024, repeats: int = 20) -> float:
 
 
 def train_step_flops(trainer: Trainer, buffer: SceneBuffer) -> float:
-    """FLOPs of one training step (forward + backward), counted by torch's FlopCounterMode."""
-    from torch.utils.flop_counter import FlopCounterMode
-
+    """FLOPs of one training step (forward + backward) on a sampled batch."""
     batch = buffer.sample(trainer.model.config.batch_size, np.random.default_rng(123))
-    counter = FlopCounterMode(display=False)
-    with counter:
-        out = trainer.model(
-            batch["context_images"],
-            batch["context_viewpoints"],
-            batch["query_images"],
-            batch["query_viewpoints"],
-            sigma=1.0,
-        )
-        out["loss"].backward()
-    trainer.model.zero_grad(set_to_none=True)
-    return float(counter.get_total_flops())
+    return step_flops(trainer.model, batch)
 
 
 def main() -> None:
