@@ -37,6 +37,18 @@ from world_model.data import SceneBuffer
 from world_model.evaluation import format_table as format_eval_table
 
 
+def parse_overrides(items: list[str], config: GQNConfig) -> dict:
+    """``["context_max=16", "representation=patch"]`` -> typed field values (typed like the config's)."""
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not hasattr(config, name):
+            raise SystemExit(f"--set expects FIELD=VALUE with a GQNConfig field, got {item!r}")
+        kind = type(getattr(config, name))
+        out[name] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
+    return out
+
+
 def matmul_gflops(n: int = 1024, repeats: int = 20) -> float:
     """Float32 matrix-product GFLOP/s on this machine (torch's BLAS, all threads)."""
     a, b = torch.randn(n, n), torch.randn(n, n)
@@ -59,6 +71,9 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, required=True, help="training budget (collection included)")
     parser.add_argument("--preset", default="cpu")
     parser.add_argument("--anneal-steps", type=int, default=None, help="sigma/lr annealing length (default: preset)")
+    parser.add_argument(
+        "--set", nargs="*", default=[], metavar="FIELD=VALUE", help="override config fields, e.g. context_max=16"
+    )
     parser.add_argument("--env-id", default="GQNMazeScene-S3-v0")
     parser.add_argument("--warmup-scenes", type=int, default=400, help="scenes collected before training")
     parser.add_argument("--eval-scenes", type=int, default=100)
@@ -76,6 +91,8 @@ def main() -> None:
     config = GQNConfig.preset(args.preset)
     if args.anneal_steps:
         config = config.with_anneal_steps(args.anneal_steps)
+    if args.set:
+        config = config.replace(**parse_overrides(args.set, config))
     buffer = SceneBuffer(image_size=config.image_size, max_scenes=4000)
     schedule = OnlineSchedule(env_id=args.env_id, warmup_scenes=args.warmup_scenes)
     ckpt = Path(args.checkpoint) if args.checkpoint else None

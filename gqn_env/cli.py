@@ -32,7 +32,7 @@ def _collect(args: argparse.Namespace) -> None:
 
     env = gym.make(args.env_id, image_size=args.image_size)
     policy = make_policy(args.policy, np.random.default_rng(args.seed))
-    with StoreWriter(args.out, image_size=args.image_size) as writer:
+    with StoreWriter(args.out, image_size=args.image_size, chunk_frames=args.chunk_frames) as writer:
         n = collect(env, writer, training_seeds(args.seed, 0, args.scenes), args.steps, policy, args.frame_skip, True)
     print(f"wrote {n} frames of {args.scenes} scenes to {args.out}")
 
@@ -51,7 +51,11 @@ def _train(args: argparse.Namespace) -> None:
         if args.anneal_steps:
             config = config.with_anneal_steps(args.anneal_steps)
     schedule = OnlineSchedule(
-        env_id=args.env_id, policy=args.policy, max_scenes=args.max_scenes, warmup_scenes=args.warmup_scenes
+        env_id=args.env_id,
+        policy=args.policy,
+        max_scenes=args.max_scenes,
+        warmup_scenes=args.warmup_scenes,
+        checkpoint_every_s=args.checkpoint_every,
     )
     if args.store:
         buffer = SceneBuffer.from_store(args.store, max_scenes=args.max_scenes)
@@ -147,6 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--policy", choices=["random", "explorer"], default="random")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--chunk-frames", type=int, default=256, help="frames per store record")
     p.set_defaults(func=_collect)
 
     p = sub.add_parser("train", help="train the world model (online from a walker, or from a store)")
@@ -156,6 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=None, help="stop at this many gradient steps")
     p.add_argument("--anneal-steps", type=int, default=None, help="length of the sigma/lr annealing")
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint if it exists")
+    p.add_argument("--checkpoint-every", type=float, default=600.0, help="seconds between checkpoints")
     p.add_argument("--store", default=None, help="start from the frames of this store")
     p.add_argument("--offline", action="store_true", help="with --store: train on the store only")
     p.add_argument("--env-id", default="GQNMazeScene-S3-v0")

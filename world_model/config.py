@@ -32,7 +32,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-REPRESENTATIONS = ("pool", "tower")
+REPRESENTATIONS = ("pool", "tower", "patch")
 TOWER_LAYOUTS = ("compact", "paper")
 ARCHITECTURE_FIELDS = (
     "image_size",
@@ -58,8 +58,9 @@ class GQNConfig:
     """Side of the square RGB images the model takes and renders."""
     viewpoint_dim: int = 7
     """Length of the viewpoint vector (position 3, cos/sin yaw, cos/sin pitch)."""
-    representation: str = "pool"
-    """``pool``: one r_channels vector per scene; ``tower``: an r_channels map at hidden resolution."""
+    representation: str = "patch"
+    """``pool``: one r_channels vector per scene; ``tower``: an r_channels map at hidden resolution;
+    ``patch``: a vector from linear layers over image patches (cheap per frame, see representation.py)."""
     r_channels: int = 64
     """Channels of the scene representation r."""
     tower_channels: int = 64
@@ -82,7 +83,7 @@ class GQNConfig:
     """Queries per gradient step."""
     context_min: int = 1
     """Fewest context views in a training batch."""
-    context_max: int = 12
+    context_max: int = 16
     """Most context views in a training batch (drawn uniformly per batch)."""
     sigma_start: float = 2.0
     """Pixel standard deviation at step 0."""
@@ -180,7 +181,7 @@ class GQNConfig:
     @property
     def representation_shape(self) -> tuple[int, int, int]:
         """Shape ``(C, h, w)`` of the scene representation r."""
-        if self.representation == "pool":
+        if self.representation in ("pool", "patch"):
             return (self.r_channels, 1, 1)
         return (self.r_channels, self.hidden_size, self.hidden_size)
 
@@ -214,6 +215,11 @@ class GQNConfig:
         if self.image_size % self.downsample:
             raise ValueError(
                 f"GQNConfig.image_size ({self.image_size}) must be divisible by downsample ({self.downsample})"
+            )
+        if self.representation == "patch" and self.image_size % (2 * self.downsample):
+            raise ValueError(
+                f"GQNConfig.image_size ({self.image_size}) must be divisible by 2 * downsample for the patch "
+                f"representation, got downsample {self.downsample}"
             )
         if self.context_min > self.context_max:
             raise ValueError(f"GQNConfig.context_min ({self.context_min}) > context_max ({self.context_max})")

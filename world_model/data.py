@@ -525,8 +525,13 @@ class SceneStore:
             offset, reason = yield from self._records(f, decode=True)
         self._report(offset, file_size, reason)
 
-    def load_into(self, buffer: SceneBuffer) -> int:
-        """Add every stored frame to ``buffer`` in file order; return the number of frames read.
+    def load_into(self, buffer: SceneBuffer, shard: tuple[int, int] | None = None) -> int:
+        """Add every stored frame to ``buffer`` in file order; return the number of frames added.
+
+        Args:
+            buffer: Where the frames go.
+            shard: ``(index, count)``: keep only scenes whose id ``% count == index`` (one
+                shard per distributed rank, disjoint and together complete).
 
         Raises:
             ValueError: If the buffer's image size or viewpoint dimension differ from the store's.
@@ -536,8 +541,15 @@ class SceneStore:
                 f"{self.path!r} holds image_size={self.image_size}, viewpoint_dim={self.viewpoint_dim}; "
                 f"the buffer has image_size={buffer.image_size}, viewpoint_dim={buffer.viewpoint_dim}"
             )
+        if shard is not None and not (isinstance(shard[1], int) and shard[1] >= 1 and 0 <= shard[0] < shard[1]):
+            raise ValueError(f"shard must be (index, count) with 0 <= index < count, got {shard!r}")
         count = 0
         for ids, images, viewpoints in self.iter_chunks():
+            if shard is not None:
+                keep = ids % shard[1] == shard[0]
+                ids, images, viewpoints = ids[keep], images[keep], viewpoints[keep]
+                if not len(ids):
+                    continue
             buffer.add_batch(ids, images, viewpoints)
             count += len(ids)
         return count

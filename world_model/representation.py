@@ -7,6 +7,17 @@ Both variants follow Eslami et al. (2018, supplementary figure S1):
   there, and residual 3x3 convolutions mix them: output ``(N, r, h, w)``.
 * ``PoolRepresentation``: the tower followed by average pooling: ``(N, r, 1, 1)``.
 
+And one of our own, for agents that encode a frame at every env step:
+
+* ``PatchRepresentation``: a vector r like ``pool``, computed by linear layers
+  only: non-overlapping ``downsample``-pixel patches, a 2x2 merge of
+  neighbouring patches, and a dense head over the whole (position-aware) map and
+  the viewpoint. About 1 MFLOP per 32x32 view against 13 for the compact tower.
+  The reason is per-call cost, not FLOPs: on one CPU thread a single 3x3
+  convolution over a 4x4 map with 64 channels takes ~67 us (oneDNN's small-input
+  path) while a 64x64 linear layer takes ~5 us, so the tower costs ~0.5 ms per
+  frame and this network a fraction of that (``benchmarks/gqn_maze_speed.py``).
+
 ``config.tower_layout`` picks the tower's depth:
 
 * ``"paper"``: the published tower, layer for layer: a 2x2/2 convolution, a
@@ -117,6 +128,38 @@ class PoolRepresentation(nn.Module):
         return self.tower(images, viewpoints).mean(dim=(2, 3), keepdim=True)  # (N, r, 1, 1)
 
 
+class PatchRepresentation(nn.Module):
+    """Patch embedding, a 2x2 patch merge and a dense head: one vector per view.
+
+    Args:
+        config: Uses ``tower_channels`` (width), ``r_channels``, ``viewpoint_dim``,
+            ``downsample`` (patch side) and ``image_size``.
+    """
+
+    def __init__(self, config: GQNConfig) -> None:
+        super().__init__()
+        c, p = config.tower_channels, config.downsample
+        self.patch = p
+        self.grid = config.image_size // p // 2  # side of the map after the merge
+        self.embed = nn.Linear(3 * p * p, c)
+        self.merge = nn.Linear(4 * c, c)
+        self.mix = nn.Linear(self.grid * self.grid * c + config.viewpoint_dim, c)
+        self.out = nn.Linear(c, config.r_channels)
+
+    def forward(self, images: torch.Tensor, viewpoints: torch.Tensor) -> torch.Tensor:
+        """Encode views: images ``(N, 3, S, S)`` in [0, 1], viewpoints ``(N, D)`` -> ``(N, r, 1, 1)``."""
+        n, p, g = images.shape[0], self.patch, self.grid
+        # (N, 3, 2g, p, 2g, p) -> (N, 2g, 2g, 3*p*p): one row per p x p patch, channels last
+        x = images.view(n, 3, 2 * g, p, 2 * g, p).permute(0, 2, 4, 1, 3, 5).reshape(n, 2 * g, 2 * g, 3 * p * p)
+        x = F.relu(self.embed(x))  # (N, 2g, 2g, c)
+        # merge each 2x2 block of patches: (N, g, 2, g, 2, c) -> (N, g, g, 4c)
+        x = x.view(n, g, 2, g, 2, -1).permute(0, 1, 3, 2, 4, 5).reshape(n, g, g, -1)
+        x = F.relu(self.merge(x))  # (N, g, g, c)
+        x = F.relu(self.mix(torch.cat([x.reshape(n, -1), viewpoints], dim=1)))  # (N, c)
+        return self.out(x)[:, :, None, None]  # (N, r, 1, 1)
+
+
 def make_representation(config: GQNConfig) -> nn.Module:
     """The representation network the config names."""
-    return PoolRepresentation(config) if config.representation == "pool" else TowerRepresentation(config)
+    kinds = {"pool": PoolRepresentation, "tower": TowerRepresentation, "patch": PatchRepresentation}
+    return kinds[config.representation](config)

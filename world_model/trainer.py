@@ -191,17 +191,10 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             self.model.train()
-            out = self.model(
-                batch["context_images"],
-                batch["context_viewpoints"],
-                batch["query_images"],
-                batch["query_viewpoints"],
-                sigma=sigma,
-                generator=self.torch_rng,
-            )
+            out = self._forward(batch, sigma)
             self.optimizer.zero_grad(set_to_none=True)
             loss = out["loss"]
-            finite = bool(torch.isfinite(loss))
+            finite = self._all_finite(bool(torch.isfinite(loss)))
             if finite:
                 loss.backward()
                 params = [p for p in self.model.parameters() if p.grad is not None]
@@ -230,6 +223,21 @@ class Trainer:
         if self._writer is not None:
             self._log(stats, batch, out["mean"].detach())
         return stats
+
+    def _forward(self, batch: dict[str, np.ndarray], sigma: float) -> dict[str, torch.Tensor]:
+        """The training pass on one batch (``DistributedTrainer`` runs it through DDP)."""
+        return self.model(
+            batch["context_images"],
+            batch["context_viewpoints"],
+            batch["query_images"],
+            batch["query_viewpoints"],
+            sigma=sigma,
+            generator=self.torch_rng,
+        )
+
+    def _all_finite(self, finite: bool) -> bool:
+        """Whether every worker's loss is finite (one worker here; all ranks under DDP)."""
+        return finite
 
     def _log(self, stats: dict[str, float], batch: dict[str, np.ndarray], mean: torch.Tensor) -> None:
         for key, value in stats.items():

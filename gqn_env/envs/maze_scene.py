@@ -26,6 +26,9 @@ try:
 except Exception as err:  # pyglet raises several unrelated types when GL is missing
     _headless.raise_missing_opengl(err)
 
+from gqn_env.envs import _textures  # noqa: E402
+
+_textures.install()
 from gqn_env.envs.viewpoint import VIEWPOINT_DIM, Pose, SceneBounds, pose_to_viewpoint, wrap_angle  # noqa: E402
 
 #: Wall textures drawn per room (distinct while the list lasts).
