@@ -3,25 +3,33 @@
 A checkpoint is a ``torch.save`` of plain containers only: tensors, numbers,
 strings, lists and dicts. It is loaded with ``torch.load(weights_only=True)``,
 whose restricted unpickler refuses arbitrary objects, so a hostile file cannot
-execute code. Layout (``FORMAT_VERSION`` 1)::
+execute code. The content (``FORMAT_VERSION`` 2)::
 
-    {"format": "gqn-gym-checkpoint", "version": 1,
+    {"format": "gqn-gym-checkpoint", "version": 2,
      "config": GQNConfig.to_dict(), "model": state_dict,
      "optimizer": optimizer state_dict or None, "step": int, "skipped_steps": int,
      "numpy_rng": bit-generator state (plain dict), "torch_rng": uint8 tensor,
      "extra": dict of plain values}
 
-Only ``config`` and ``model`` are required. Writes are atomic: a temporary file in
-the same folder, flushed and fsynced, then ``os.replace``d over the target, so a
-crash never leaves a torn checkpoint.
+Only ``config`` and ``model`` are required. The file wraps that content with a
+checksum: ``{"format", "version": 2, "crc32": int, "payload": uint8 tensor}``,
+where ``payload`` is the ``torch.save`` bytes of the content and ``crc32`` their
+zlib CRC-32, so a flipped bit anywhere in weights, optimizer state or step counts
+is an error rather than a silently different model. (Version 1 files, the
+content without the wrapper, are still read.)
+
+Writes are atomic: a temporary file in the same folder, flushed and fsynced,
+then ``os.replace``d over the target, so a crash never leaves a torn checkpoint.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -32,7 +40,8 @@ from torch import nn
 from world_model.config import GQNConfig
 
 FORMAT = "gqn-gym-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 
 class CheckpointError(ValueError):
@@ -82,10 +91,19 @@ def save_checkpoint(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {"format": FORMAT, "version": FORMAT_VERSION, **data}
+    content = io.BytesIO()
+    torch.save(data, content)
+    blob = content.getvalue()
+    wrapper = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "crc32": zlib.crc32(blob),
+        "payload": torch.frombuffer(bytearray(blob), dtype=torch.uint8),
+    }
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(data, f)
+            torch.save(wrapper, f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; checkpoints are shared like other files
@@ -104,19 +122,10 @@ def save_checkpoint(
     return path
 
 
-def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load and check a checkpoint without unpickling arbitrary objects.
-
-    Raises:
-        FileNotFoundError: If the file does not exist.
-        CheckpointError: If it is corrupt, truncated, not a checkpoint, or holds
-            anything but plain data.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"No checkpoint at {path}")
+def _torch_load(source: Any, path: Path, map_location: str | torch.device) -> Any:
+    """``torch.load(weights_only=True)`` with every failure turned into a :class:`CheckpointError`."""
     try:
-        data = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(source, map_location=map_location, weights_only=True)
     except (
         pickle.UnpicklingError,
         RuntimeError,
@@ -134,10 +143,33 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
         raise CheckpointError(
             f"{path} is not a readable checkpoint (corrupt, truncated or unsafe): {type(err).__name__}: {reason}"
         ) from None
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load and check a checkpoint without unpickling arbitrary objects.
+
+    Raises:
+        FileNotFoundError: If the file does not exist.
+        CheckpointError: If it is corrupt, truncated, not a checkpoint, or holds
+            anything but plain data.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"No checkpoint at {path}")
+    data = _torch_load(path, path, map_location)
+    if isinstance(data, dict) and data.get("format") == FORMAT and data.get("version") == FORMAT_VERSION:
+        payload, crc = data.get("payload"), data.get("crc32")
+        if not isinstance(payload, torch.Tensor) or payload.dtype != torch.uint8 or not isinstance(crc, int):
+            raise CheckpointError(f"{path} lacks its checksummed payload")
+        blob = payload.cpu().numpy().tobytes()
+        if zlib.crc32(blob) != crc:
+            raise CheckpointError(f"{path} is corrupt: its content fails the CRC-32 check")
+        data = _torch_load(io.BytesIO(blob), path, map_location)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a gqn-gym checkpoint")
-    if data.get("version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path} has checkpoint version {data.get('version')}, this code reads {FORMAT_VERSION}")
+    if data.get("version") not in READABLE_VERSIONS:
+        version = data.get("version")
+        raise CheckpointError(f"{path} has checkpoint version {version}, this code reads {READABLE_VERSIONS}")
     for key in ("config", "model"):
         if key not in data:
             raise CheckpointError(f"{path} lacks the {key!r} entry")

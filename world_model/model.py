@@ -60,7 +60,10 @@ def images_to_tensor(images: Any, image_size: int, device: torch.device | str, l
 
 def viewpoints_to_tensor(viewpoints: Any, dim: int, device: torch.device | str, lead: int) -> torch.Tensor:
     """Validate viewpoints and return float32 ``(*lead_dims, dim)`` on ``device``."""
-    v = torch.as_tensor(np.asarray(viewpoints) if not isinstance(viewpoints, torch.Tensor) else viewpoints)
+    try:
+        v = torch.as_tensor(np.asarray(viewpoints) if not isinstance(viewpoints, torch.Tensor) else viewpoints)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f"Viewpoints must be a numeric array of shape (..., {dim}): {err}") from None
     if not (v.is_floating_point() or v.dtype in (torch.int32, torch.int64)):
         raise ValueError(f"Viewpoints must be numeric, got dtype {v.dtype}")
     if v.dim() != lead + 1 or v.shape[-1] != dim:
@@ -118,6 +121,8 @@ class GQN(nn.Module):
         shape = (batch, *self.config.representation_shape)
         if tuple(r.shape) != shape:
             raise ValueError(f"Expected a representation of shape {shape}, got {tuple(r.shape)}")
+        if not torch.isfinite(r).all():
+            raise ValueError("The representation r contains NaN or infinite values")
         return r.to(self.device)
 
     def forward(
