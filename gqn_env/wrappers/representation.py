@@ -12,8 +12,14 @@ a Gymnasium vector env (batched: one forward pass for all sub-envs per step).
 
 Observation ``representation``: the flat running sum divided by the number of
 frames seen (``scale="mean"``, default: bounded and stationary in scale, which
-suits PPO) or the raw sum (``scale="sum"``, the paper's r). The model always
-renders from the sum.
+suits PPO) or the raw sum (``scale="sum"``, the paper's r).
+
+Imagination renders from the sum, but the model was trained on sums of at most
+``config.context_max`` views, and an episode holds hundreds of frames. So once
+more than ``context_max`` frames have been seen, :meth:`RepresentationState.imagine`
+renders from ``context_max`` times the mean encoding: the expected r of
+``context_max`` frames drawn at random from the episode, inside the range the
+model knows.
 """
 
 from __future__ import annotations
@@ -116,6 +122,16 @@ class RepresentationState:
         self.sums[slots] += r
         self.counts[slots] += 1
 
+    def add_one(self, slot: int, image: np.ndarray, viewpoint: np.ndarray, reset: bool) -> None:
+        """:meth:`add` for a single frame, without the per-call array bookkeeping (the per-step path)."""
+        r = self.encode(image[None], viewpoint[None])[0]  # (C, h, w)
+        if reset:
+            self.sums[slot] = r
+            self.counts[slot] = 1
+        else:
+            self.sums[slot] += r
+            self.counts[slot] += 1
+
     def observation(self, slots: np.ndarray, scale: str) -> np.ndarray:
         """Flat float32 representations ``(N, size)`` of the given slots."""
         slots = np.asarray(slots)
@@ -126,9 +142,14 @@ class RepresentationState:
 
     @torch.inference_mode()
     def imagine(self, slot: int, viewpoints: np.ndarray, seed: int = 0) -> np.ndarray:
-        """Render ``(Q, 7)`` viewpoints from one slot's representation; ``(Q, S, S, 3)`` uint8."""
+        """Render ``(Q, 7)`` viewpoints from one slot's representation; ``(Q, S, S, 3)`` uint8.
+
+        The sum is scaled to at most ``config.context_max`` frames' worth (module docstring).
+        """
         vps = np.asarray(viewpoints, dtype=np.float32).reshape(-1, VIEWPOINT_DIM)
-        r = torch.from_numpy(self.sums[slot : slot + 1]).to(self.device).expand(len(vps), *self.sums.shape[1:])
+        seen = max(int(self.counts[slot]), 1)
+        scaled = self.sums[slot : slot + 1] * (min(seen, self.config.context_max) / seen)  # (1, C, h, w)
+        r = torch.from_numpy(scaled).to(self.device).expand(len(vps), *self.sums.shape[1:])
         generator = torch.Generator(device=self.device).manual_seed(seed)
         images = self.model.generate(r, torch.as_tensor(vps, device=self.device), generator=generator)
         # (Q, 3, S, S) in [0, 1] -> (Q, S, S, 3) uint8
@@ -198,7 +219,7 @@ class GQNRepresentation(gym.Wrapper):
         return self.state.model
 
     def _observe(self, obs: dict, reset: bool) -> dict:
-        self.state.add(np.zeros(1, dtype=np.int64), obs["image"][None], obs["viewpoint"][None], np.array([reset]))
+        self.state.add_one(0, obs["image"], obs["viewpoint"], reset)
         self._last_obs = obs
         if reset:
             self._episode_images.clear()

@@ -235,3 +235,29 @@ def test_bundled_gqn_maze_passes_check_env_and_is_deterministic():
     finally:
         env.close()
         twin.close()
+
+
+def test_imagination_scales_long_episodes_into_the_trained_context_range(model):
+    from gqn_env.wrappers.representation import RepresentationState
+
+    k = model.config.context_max
+    rng = np.random.default_rng(0)
+    s = model.config.image_size
+    images = rng.integers(0, 256, (3 * k, s, s, 3), dtype=np.uint8)
+    vps = rng.uniform(-1, 1, (3 * k, 7)).astype(np.float32)
+    state = RepresentationState(model, 1)
+    query = vps[:2]
+    for i in range(3 * k):
+        state.add_one(0, images[i], vps[i], reset=i == 0)
+        if i == k - 2:  # fewer than context_max frames: the plain sum
+            r = torch.from_numpy(state.sums[:1]).expand(2, -1, -1, -1)
+            want = model.generate(r, query, generator=torch.Generator().manual_seed(3))
+            got = state.imagine(0, query, seed=3)
+            np.testing.assert_array_equal(got, (want.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy())
+    mean = state.sums[:1] / (3 * k)
+    direct = model.encode(images, vps).detach().sum(0).numpy() / (3 * k)  # (C, h, w)
+    np.testing.assert_allclose(mean[0], direct, rtol=1e-5, atol=1e-6)
+    r = torch.from_numpy(mean * k).expand(2, -1, -1, -1)
+    want = model.generate(r, query, generator=torch.Generator().manual_seed(3))
+    got = state.imagine(0, query, seed=3)
+    np.testing.assert_array_equal(got, (want.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy())
