@@ -26,14 +26,28 @@ def _collect(args: argparse.Namespace) -> None:
     import numpy as np
 
     import gqn_env  # noqa: F401
-    from agents.collectors import collect, make_policy
+    from agents.collectors import collect, collect_vector, make_policy
     from agents.world_model_training import training_seeds
     from world_model.data import StoreWriter
 
-    env = gym.make(args.env_id, image_size=args.image_size)
-    policy = make_policy(args.policy, np.random.default_rng(args.seed))
+    if args.workers < 1:
+        raise SystemExit(f"--workers must be >= 1, got {args.workers}")
     with StoreWriter(args.out, image_size=args.image_size, chunk_frames=args.chunk_frames) as writer:
-        n = collect(env, writer, training_seeds(args.seed, 0, args.scenes), args.steps, policy, args.frame_skip, True)
+        if args.workers == 1:
+            env = gym.make(args.env_id, image_size=args.image_size)
+            policy = make_policy(args.policy, np.random.default_rng(args.seed))
+            seeds = training_seeds(args.seed, 0, args.scenes)
+            n = collect(env, writer, seeds, args.steps, policy, args.frame_skip, True)
+            env.close()
+        else:  # worker processes (forkserver: MiniWorld's GL context does not survive fork), one store
+            kwargs = {"image_size": args.image_size, "max_episode_steps": args.steps}
+            envs = gym.vector.AsyncVectorEnv(
+                [lambda: gym.make(f"gqn_env:{args.env_id}", **kwargs)] * args.workers, context="forkserver"
+            )
+            policies = [make_policy(args.policy, np.random.default_rng([args.seed, i])) for i in range(args.workers)]
+            steps = -(-args.scenes * args.steps // args.workers)  # ceil: about `scenes` episodes in all
+            n = collect_vector(envs, writer, steps, policies, seed=args.seed, first_scene_id=args.seed * 1_000_003)
+            envs.close()
     print(f"wrote {n} frames of {args.scenes} scenes to {args.out}")
 
 
@@ -152,6 +166,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--policy", choices=["random", "explorer"], default="random")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--chunk-frames", type=int, default=256, help="frames per store record")
+    p.add_argument(
+        "--workers", type=int, default=1, help="env worker processes (AsyncVectorEnv); > 1 keeps every frame"
+    )
     p.set_defaults(func=_collect)
 
     p = sub.add_parser("train", help="train the world model (online from a walker, or from a store)")

@@ -5,9 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
-from world_model import load_checkpoint
+from world_model import SceneStore, load_checkpoint
 
 
 def gqn_gym(*args, cwd):
@@ -69,3 +70,15 @@ def test_imagine_writes_videos_and_panel(tmp_path):
     for name in ("imagination.mp4", "imagination.gif", "unvisited.png"):
         assert (tmp_path / "vid" / name).stat().st_size > 1000, name
     assert "imagination.mp4" in out
+
+
+@pytest.mark.slow
+def test_collect_with_worker_processes_feeds_one_store(tmp_path):
+    common = ["collect", "--out", "s.gqnstore", "--env-id", "GQNMazeScene-S2-v0", "--image-size", "16"]
+    out = gqn_gym(*common, "--scenes", "4", "--steps", "10", "--workers", "2", cwd=tmp_path)
+    assert "wrote" in out
+    ids, images, viewpoints = (
+        np.concatenate(part) for part in zip(*SceneStore(tmp_path / "s.gqnstore").iter_chunks(), strict=True)
+    )
+    assert images.shape[1:] == (16, 16, 3) and len(ids) == len(viewpoints) >= 2 * 20
+    assert len(np.unique(ids)) >= 4  # a scene id per episode, episodes cut at --steps

@@ -1,0 +1,78 @@
+"""Imagination after a long episode: the raw sum of all frames vs the sum scaled to ``context_max``.
+
+Usage::
+
+    python -m benchmarks.long_episode_imagination [--checkpoint PATH] [--scenes 30] [--steps 200]
+
+The GQN is trained on sums of at most ``context_max`` views; an agent's episode
+holds hundreds. On held-out scenes (the evaluation protocol of
+``benchmarks/world_model.py``: a random walk, queries at free poses in the rooms
+it visited) this compares the PSNR of the prior-mean prediction from
+
+* ``all frames, raw sum``: r summed over every frame of the walk;
+* ``all frames, scaled``: that sum times ``context_max / frames`` (what
+  :class:`gqn_env.wrappers.RepresentationState` renders from);
+* ``16 spread frames``: the standard evaluation's context.
+
+Prints a table and writes ``benchmarks/results/long_episode_imagination.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import gqn_env  # noqa: F401
+from agents.world_model_training import make_eval_scenes
+from benchmarks._common import format_table, write_json
+from gqn_env.envs.gqn_maze import load_world_model
+
+
+def psnr(pred: torch.Tensor, truth: np.ndarray) -> np.ndarray:
+    """Per-image PSNR of ``(Q, 3, S, S)`` predictions against ``(Q, S, S, 3)`` uint8 truth."""
+    p = pred.movedim(1, -1).numpy().astype(np.float64)
+    mse = ((p - truth / 255.0) ** 2).reshape(len(truth), -1).mean(axis=1)
+    return -10 * np.log10(np.maximum(mse, 1e-10))
+
+
+@torch.inference_mode()
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", default=None, help="default: the bundled model")
+    parser.add_argument("--scenes", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--env-id", default="GQNMazeScene-S3-v0")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+
+    model = load_world_model(args.checkpoint)
+    k = model.config.context_max
+    env = gym.make(args.env_id, image_size=model.config.image_size)
+    scenes = make_eval_scenes(env, args.scenes, num_context=args.steps + 1, steps=args.steps)
+    env.close()
+    scores: dict[str, list[np.ndarray]] = {"all frames, raw sum": [], "all frames, scaled": [], "16 spread frames": []}
+    for scene in scenes:
+        per_view = model.encode(scene.context_images, scene.context_viewpoints)  # (T, C, h, w)
+        n = len(per_view)
+        spread = np.linspace(0, n - 1, 16).round().astype(int)
+        rs = {
+            "all frames, raw sum": per_view.sum(0),
+            "all frames, scaled": per_view.sum(0) * (min(n, k) / n),
+            "16 spread frames": per_view[spread].sum(0),
+        }
+        q = len(scene.query_viewpoints)
+        for name, r in rs.items():
+            pred = model.generate(r[None].expand(q, *r.shape), scene.query_viewpoints, sample=False)
+            scores[name].append(psnr(pred, scene.query_images))
+    rows = [{"context": name, "psnr_db": float(np.concatenate(v).mean())} for name, v in scores.items()]
+    print(format_table(rows, ["context", "psnr_db"]))
+    print(f"{args.scenes} held-out scenes, {args.steps}-step walks, context_max {k}")
+    path = write_json("long_episode_imagination", {"args": vars(args), "context_max": k, "rows": rows}, args.out)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
