@@ -9,8 +9,9 @@ maze spent 13.7 s of 18.4 s in ``pyglet.image._convert``.
 
 :func:`install` replaces ``Texture.load`` with one that decodes the PNG with
 Pillow, adds the alpha channel in numpy and uploads the same bytes with the same
-OpenGL calls as MiniWorld, so the rendered frames are unchanged (tested pixel
-for pixel against MiniWorld's loader).
+OpenGL calls as MiniWorld, so the rendered frames are unchanged: the RGB bytes
+equal pyglet's (tested), and alpha, which pyglet fills with a copy of red, is
+dropped by the ``GL_RGB`` internal format either way.
 """
 
 from __future__ import annotations

@@ -238,3 +238,24 @@ def test_bad_step_action_raises(make_scene):
 def test_bad_constructor_arguments_raise_value_error(kwargs, match):
     with pytest.raises(ValueError, match=match):
         gym.make("GQNMazeScene-S2-v0", **kwargs)
+
+
+@pytest.mark.parametrize("name", ["white_1", "cardboard_4"])
+def test_fast_texture_decoding_gives_pyglets_bytes(name):
+    """The Pillow/numpy texture loader hands OpenGL the colours MiniWorld's pyglet path did."""
+    import pyglet
+    from miniworld.opengl import Texture
+    from miniworld.utils import get_file_path
+
+    from gqn_env.envs import _textures
+
+    path = get_file_path("textures", name, "png")
+    width, height, data = _textures.texture_rgba(path)
+    img = pyglet.image.load(path)
+    assert (width, height) == (img.width, img.height)
+    ours = np.frombuffer(data, np.uint8).reshape(height, width, 4)
+    theirs = np.frombuffer(img.get_image_data().get_data("RGBA", width * 4), np.uint8).reshape(height, width, 4)
+    # RGB identical; alpha is not compared: pyglet fills it with a copy of red, and the
+    # texture is uploaded with internal format GL_RGB, which drops alpha.
+    np.testing.assert_array_equal(ours[..., :3], theirs[..., :3])
+    assert Texture.load.__func__ is _textures._load  # installed by importing gqn_env
