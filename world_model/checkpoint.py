@@ -27,6 +27,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import struct
 import tempfile
 import zipfile
 import zlib
@@ -138,6 +139,7 @@ def _torch_load(source: Any, path: Path, map_location: str | torch.device) -> An
         TypeError,
         AttributeError,
         UnicodeDecodeError,
+        struct.error,
     ) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise CheckpointError(

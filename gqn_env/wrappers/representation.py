@@ -141,17 +141,19 @@ class RepresentationState:
         return flat
 
     @torch.inference_mode()
-    def imagine(self, slot: int, viewpoints: np.ndarray, seed: int = 0) -> np.ndarray:
+    def imagine(self, slot: int, viewpoints: np.ndarray, seed: int = 0, sample: bool = False) -> np.ndarray:
         """Render ``(Q, 7)`` viewpoints from one slot's representation; ``(Q, S, S, 3)`` uint8.
 
         The sum is scaled to at most ``config.context_max`` frames' worth (module docstring).
+        ``sample=False`` (default) renders the prior-mean prediction, the model's best
+        guess and what the evaluation scores; ``sample=True`` draws latents (seeded).
         """
         vps = np.asarray(viewpoints, dtype=np.float32).reshape(-1, VIEWPOINT_DIM)
         seen = max(int(self.counts[slot]), 1)
         scaled = self.sums[slot : slot + 1] * (min(seen, self.config.context_max) / seen)  # (1, C, h, w)
         r = torch.from_numpy(scaled).to(self.device).expand(len(vps), *self.sums.shape[1:])
         generator = torch.Generator(device=self.device).manual_seed(seed)
-        images = self.model.generate(r, torch.as_tensor(vps, device=self.device), generator=generator)
+        images = self.model.generate(r, torch.as_tensor(vps, device=self.device), generator=generator, sample=sample)
         # (Q, 3, S, S) in [0, 1] -> (Q, S, S, 3) uint8
         return (images.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
@@ -267,12 +269,14 @@ class GQNRepresentation(gym.Wrapper):
         """Frames in the current representation."""
         return int(self.state.counts[0])
 
-    def imagine(self, where: Pose | Sequence[float] | np.ndarray, seed: int = 0) -> np.ndarray:
+    def imagine(self, where: Pose | Sequence[float] | np.ndarray, seed: int = 0, sample: bool = False) -> np.ndarray:
         """Render what the model imagines from a pose or viewpoint, given the frames so far.
 
         Args:
             where: A :class:`Pose`, ``[x, z, yaw(, pitch)]`` (metres, radians), or a 7-d viewpoint.
-            seed: Seed of the latent sample.
+            seed: Seed of the latent sample (with ``sample=True``).
+            sample: Draw latents from the prior instead of rendering the prior-mean
+                prediction (the default: the model's best guess, what the evaluation scores).
 
         Returns:
             uint8 ``(S, S, 3)`` image at the model's image size.
@@ -287,7 +291,7 @@ class GQNRepresentation(gym.Wrapper):
         else:
             pose = where if isinstance(where, Pose) else Pose.from_array(arr)
             viewpoint = self.env.unwrapped.viewpoint(pose)
-        return self.state.imagine(0, viewpoint[None], seed=seed)[0]
+        return self.state.imagine(0, viewpoint[None], seed=seed, sample=sample)[0]
 
     def render(self) -> np.ndarray | None:
         """``rgb_array``: true view | imagined view | top-down map, labelled, side by side."""
