@@ -24,6 +24,7 @@ keeps that drift small.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -168,3 +169,33 @@ def steps_to_threshold(curve: np.ndarray, total: int, threshold: float) -> float
     bins = len(curve)
     hits = np.flatnonzero(np.nan_to_num(curve, nan=0.0) >= threshold)
     return float((hits[0] + 1) * total / bins) if hits.size else float("inf")
+
+
+def save_agent(agent: Any, out_dir: str | Path, world_model: Any = None) -> Path:
+    """Save a PPO agent as ``out_dir/policy.zip`` with its world model beside it (``world_model.pt``).
+
+    The world model is saved as weights and config (atomic, checksummed, loadable without
+    unpickling code), so :func:`load_agent` restores the pair and the policy sees the
+    features it was trained on.
+    """
+    from world_model import save_checkpoint
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    agent.save(out / "policy.zip")
+    if world_model is not None:
+        save_checkpoint(out / "world_model.pt", model=world_model)
+    return out
+
+
+def load_agent(out_dir: str | Path, device: str = "cpu") -> tuple[Any, Any]:
+    """Load what :func:`save_agent` wrote: ``(PPO agent, world model or None)``."""
+    from stable_baselines3 import PPO
+
+    from world_model import load_model
+
+    out = Path(out_dir)
+    agent = PPO.load(out / "policy.zip", device=device)
+    model_path = out / "world_model.pt"
+    model = load_model(model_path, device=device).eval() if model_path.exists() else None
+    return agent, model

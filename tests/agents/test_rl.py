@@ -1,11 +1,23 @@
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from stable_baselines3 import PPO
 
-from agents.rl import SuccessCurve, WorldModelCallback, make_vec_env, steps_to_threshold, success_curve
+from agents.rl import (
+    SuccessCurve,
+    WorldModelCallback,
+    load_agent,
+    make_vec_env,
+    save_agent,
+    steps_to_threshold,
+    success_curve,
+)
 from world_model import GQN, GQNConfig, SceneBuffer, Trainer
 
 TINY_SCENE = {"num_rows": 1, "num_cols": 2, "max_episode_steps": 20, "map_size": 32}
@@ -77,3 +89,32 @@ def test_success_curve_and_threshold():
     assert np.isnan(curve[1])
     assert steps_to_threshold(curve, 100, 0.5) == 75.0
     assert steps_to_threshold(curve, 100, 1.1) == float("inf")
+
+
+def test_save_and_load_agent_keeps_the_world_model_beside_the_policy(tmp_path, tiny_model):
+    venv = make_vec_env("gqn", "GQNMazeScene-v0", 1, seed=0, model=tiny_model, env_kwargs=TINY_SCENE)
+    agent = PPO("MultiInputPolicy", venv, n_steps=16, batch_size=16, n_epochs=1, seed=0, device="cpu")
+    save_agent(agent, tmp_path / "agent", tiny_model)
+    loaded, model = load_agent(tmp_path / "agent")
+    assert (tmp_path / "agent" / "policy.zip").exists() and (tmp_path / "agent" / "world_model.pt").exists()
+    assert model.config == tiny_model.config
+    for name, value in tiny_model.state_dict().items():
+        assert torch.equal(model.state_dict()[name], value), name
+    obs = venv.reset()
+    np.testing.assert_array_equal(agent.predict(obs, deterministic=True)[0], loaded.predict(obs, deterministic=True)[0])
+    venv.close()
+
+
+@pytest.mark.slow
+def test_train_agent_example_trains_saves_and_evaluates(tmp_path):
+    script = Path(__file__).resolve().parents[2] / "examples" / "train_agent.py"
+    common = [sys.executable, str(script), "--env-id", "GQNMazeScene-S2-v0", "--episode-steps", "20"]
+    run = subprocess.run(
+        [*common, "--steps", "512", "--num-envs", "2", "--out", str(tmp_path / "a")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert (tmp_path / "a" / "policy.zip").exists() and (tmp_path / "a" / "world_model.pt").exists()
+    run = subprocess.run([*common, "--load", str(tmp_path / "a"), "--episodes", "2"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "success rate" in run.stdout
