@@ -2,8 +2,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from world_model import GQNConfig, SceneBuffer
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from threads; one per test avoids oversubscription under ``pytest -n``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def fill_buffer(config: GQNConfig, scenes: int = 6, frames: int = 10, seed: int = 0) -> SceneBuffer:

@@ -10,15 +10,6 @@ from world_model import GQN, CheckpointError, Trainer, load_checkpoint, load_mod
 from world_model.checkpoint import load_weights
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from threads; one per test avoids oversubscription under ``pytest -n``."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class Evil:
     def __reduce__(self):
         return (print, ("pwned",))

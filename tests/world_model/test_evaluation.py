@@ -8,15 +8,6 @@ from world_model import GQN, evaluate
 from world_model.evaluation import format_table
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from threads; one per test avoids oversubscription under ``pytest -n``."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_baselines_on_a_constructed_case(tiny_config):
     s, d = tiny_config.image_size, tiny_config.viewpoint_dim
     scenes = []

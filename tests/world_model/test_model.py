@@ -6,16 +6,6 @@ import torch
 
 from world_model import GQN, GQNConfig
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from threads; one per test avoids oversubscription under ``pytest -n``."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 B, K = 3, 4
 
 

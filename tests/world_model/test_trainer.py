@@ -11,15 +11,6 @@ from world_model import GQN, BackgroundTrainer, Trainer
 from world_model.trainer import linear_anneal
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from threads; one per test avoids oversubscription under ``pytest -n``."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_elbo_decreases_on_fixed_batches(tiny_config, tiny_buffer):
     config = tiny_config.replace(lr_start=3e-3, lr_end=3e-3, sigma_start=0.7, sigma_end=0.7)
     trainer = Trainer(config, tiny_buffer)
