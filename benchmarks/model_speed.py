@@ -27,6 +27,7 @@ import torch
 
 from benchmarks._common import format_table, write_json
 from world_model import GQN, GQNConfig
+from world_model.model import forward_batch
 
 
 def candidates() -> dict[str, GQNConfig]:
@@ -72,13 +73,7 @@ def make_batch(config: GQNConfig, k: int, rng: np.random.Generator) -> dict[str,
 
 def train_step(model: GQN, optimizer: torch.optim.Optimizer, batch: dict[str, np.ndarray]) -> None:
     """One training step as the trainer does it."""
-    out = model(
-        batch["context_images"],
-        batch["context_viewpoints"],
-        batch["query_images"],
-        batch["query_viewpoints"],
-        sigma=1.0,
-    )
+    out = forward_batch(model, batch, sigma=1.0)
     optimizer.zero_grad(set_to_none=True)
     out["loss"].backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 100.0)
@@ -91,14 +86,7 @@ def step_flops(model: GQN, batch: dict[str, np.ndarray]) -> float:
 
     counter = FlopCounterMode(display=False)
     with counter:
-        out = model(
-            batch["context_images"],
-            batch["context_viewpoints"],
-            batch["query_images"],
-            batch["query_viewpoints"],
-            sigma=1.0,
-        )
-        out["loss"].backward()
+        forward_batch(model, batch, sigma=1.0)["loss"].backward()
     model.zero_grad(set_to_none=True)
     return float(counter.get_total_flops())
 

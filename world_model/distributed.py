@@ -83,22 +83,12 @@ class DistributedTrainer(Trainer):
         super().__init__(local, sampler, device=device, **kwargs)
         self._reseed(0)
         device_ids = [self.device.index] if self.device.type == "cuda" else None
-        self.ddp = DistributedDataParallel(self.model, device_ids=device_ids)
+        self.train_module = DistributedDataParallel(self.model, device_ids=device_ids)
 
     def _reseed(self, step: int) -> None:
         seed = rank_seed(self.global_config.seed, self.rank, step)
         self.np_rng = np.random.default_rng(seed)
         self.torch_rng = torch.Generator(device=self.device).manual_seed(seed)
-
-    def _forward(self, batch: dict[str, np.ndarray], sigma: float) -> dict[str, torch.Tensor]:
-        return self.ddp(
-            batch["context_images"],
-            batch["context_viewpoints"],
-            batch["query_images"],
-            batch["query_viewpoints"],
-            sigma=sigma,
-            generator=self.torch_rng,
-        )
 
     def _all_finite(self, finite: bool) -> bool:
         flag = torch.tensor([1.0 if finite else 0.0], device=self.device)

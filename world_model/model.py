@@ -74,6 +74,20 @@ def viewpoints_to_tensor(viewpoints: Any, dim: int, device: torch.device | str, 
     return v
 
 
+def forward_batch(
+    module: nn.Module, batch: dict[str, Any], sigma: float, generator: torch.Generator | None = None
+) -> dict[str, torch.Tensor]:
+    """The training pass of ``module`` (a :class:`GQN` or a wrapper such as DDP) on a sampler's batch dict."""
+    return module(
+        batch["context_images"],
+        batch["context_viewpoints"],
+        batch["query_images"],
+        batch["query_viewpoints"],
+        sigma=sigma,
+        generator=generator,
+    )
+
+
 class GQN(nn.Module):
     """A Generative Query Network built from a :class:`GQNConfig`."""
 

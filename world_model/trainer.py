@@ -31,7 +31,7 @@ import torch
 
 from world_model.checkpoint import check_compatible, load_checkpoint, load_weights, save_checkpoint
 from world_model.config import GQNConfig
-from world_model.model import GQN
+from world_model.model import GQN, forward_batch
 
 
 def _accepts_num_context(sampler: Any) -> bool:
@@ -94,6 +94,7 @@ class Trainer:
         if isinstance(model_or_config, GQNConfig):
             model_or_config = GQN(model_or_config)  # initialised from config.seed
         self.model = model_or_config.to(device).train()
+        self.train_module: torch.nn.Module = self.model  # what the training pass calls (DDP wraps the model)
         self.config: GQNConfig = self.model.config
         self.device = torch.device(device)
         self.sampler = sampler
@@ -225,15 +226,8 @@ class Trainer:
         return stats
 
     def _forward(self, batch: dict[str, np.ndarray], sigma: float) -> dict[str, torch.Tensor]:
-        """The training pass on one batch (``DistributedTrainer`` runs it through DDP)."""
-        return self.model(
-            batch["context_images"],
-            batch["context_viewpoints"],
-            batch["query_images"],
-            batch["query_viewpoints"],
-            sigma=sigma,
-            generator=self.torch_rng,
-        )
+        """The training pass on one batch, through :attr:`train_module`."""
+        return forward_batch(self.train_module, batch, sigma, self.torch_rng)
 
     def _all_finite(self, finite: bool) -> bool:
         """Whether every worker's loss is finite (one worker here; all ranks under DDP)."""
