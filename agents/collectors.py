@@ -220,6 +220,15 @@ def collect(
     return total
 
 
+def async_scene_envs(env_id: str, num_envs: int, **env_kwargs: Any) -> gym.vector.AsyncVectorEnv:
+    """``num_envs`` scene envs in worker processes (forkserver: MiniWorld's GL context does not survive fork).
+
+    The ``gqn_env:`` id prefix makes each fresh worker import gqn_env (registering the ids).
+    """
+    fns = [lambda: gym.make(f"gqn_env:{env_id}", **env_kwargs) for _ in range(num_envs)]
+    return gym.vector.AsyncVectorEnv(fns, context="forkserver")
+
+
 def collect_vector(
     envs: gym.vector.VectorEnv,
     sink: FrameSink,

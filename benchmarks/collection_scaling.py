@@ -24,23 +24,16 @@ import tempfile
 import time
 from pathlib import Path
 
-import gymnasium as gym
 import numpy as np
 
-from agents.collectors import RandomWalker, collect_vector
+from agents.collectors import RandomWalker, async_scene_envs, collect_vector
 from benchmarks._common import format_table, write_json
 from world_model import StoreWriter
 
 
-def make_envs(env_id: str, workers: int, image_size: int) -> gym.vector.VectorEnv:
-    """An AsyncVectorEnv of ``workers`` scene envs (the ``gqn_env:`` prefix imports gqn_env in each worker)."""
-    fns = [lambda: gym.make(f"gqn_env:{env_id}", image_size=image_size) for _ in range(workers)]
-    return gym.vector.AsyncVectorEnv(fns, context="forkserver")
-
-
 def frames_per_second(env_id: str, workers: int, image_size: int, seconds: float, seed: int) -> dict:
     """Collect into a fresh store for ``seconds`` after a warm-up; return the measured rates."""
-    envs = make_envs(env_id, workers, image_size)
+    envs = async_scene_envs(env_id, workers, image_size=image_size)
     policies = [RandomWalker(np.random.default_rng([seed, i])) for i in range(workers)]
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "frames.gqnstore"

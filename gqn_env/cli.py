@@ -26,7 +26,7 @@ def _collect(args: argparse.Namespace) -> None:
     import numpy as np
 
     import gqn_env  # noqa: F401
-    from agents.collectors import collect, collect_vector, make_policy
+    from agents.collectors import async_scene_envs, collect, collect_vector, make_policy
     from agents.world_model_training import training_seeds
     from world_model.data import StoreWriter
 
@@ -39,11 +39,8 @@ def _collect(args: argparse.Namespace) -> None:
             seeds = training_seeds(args.seed, 0, args.scenes)
             n = collect(env, writer, seeds, args.steps, policy, args.frame_skip, True)
             env.close()
-        else:  # worker processes (forkserver: MiniWorld's GL context does not survive fork), one store
-            kwargs = {"image_size": args.image_size, "max_episode_steps": args.steps}
-            envs = gym.vector.AsyncVectorEnv(
-                [lambda: gym.make(f"gqn_env:{args.env_id}", **kwargs)] * args.workers, context="forkserver"
-            )
+        else:  # worker processes feeding one store
+            envs = async_scene_envs(args.env_id, args.workers, image_size=args.image_size, max_episode_steps=args.steps)
             policies = [make_policy(args.policy, np.random.default_rng([args.seed, i])) for i in range(args.workers)]
             steps = -(-args.scenes * args.steps // args.workers)  # ceil: about `scenes` episodes in all
             n = collect_vector(envs, writer, steps, policies, seed=args.seed, first_scene_id=args.seed * 1_000_003)
