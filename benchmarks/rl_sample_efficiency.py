@@ -42,10 +42,10 @@ def run(variant: str, seed: int, args: argparse.Namespace) -> dict:
         config = GQNConfig.cpu().replace(seed=seed)
         buffer = SceneBuffer(image_size=config.image_size, max_scenes=2000)
         trainer = Trainer(config, buffer)
-        venv = make_vec_env(variant, args.env_id, args.num_envs, seed, trainer.model, scene)
+        venv = make_vec_env(variant, args.env_id, args.num_envs, seed, trainer.model, {**scene, "obs_keys": args.gqn_obs})
         callbacks.append(WorldModelCallback(trainer, buffer, updates_per_rollout=args.wm_updates))
     elif variant == "gqn":
-        venv = make_vec_env(variant, args.env_id, args.num_envs, seed, None, scene)
+        venv = make_vec_env(variant, args.env_id, args.num_envs, seed, None, {**scene, "obs_keys": args.gqn_obs})
     else:
         venv = make_vec_env(variant, args.env_id, args.num_envs, seed, None, {**scene, "image_size": args.pixel_size})
     policy = "CnnPolicy" if variant == "pixels" else "MultiInputPolicy"
@@ -97,6 +97,9 @@ def main() -> None:
     parser.add_argument("--n-steps", type=int, default=256, help="PPO rollout length per env")
     parser.add_argument("--episode-steps", type=int, default=96)
     parser.add_argument("--pixel-size", type=int, default=64)
+    parser.add_argument(
+        "--gqn-obs", nargs="+", default=["representation", "viewpoint"], help="observation keys of the GQN variants"
+    )
     parser.add_argument("--wm-updates", type=int, default=8, help="world-model steps per rollout (gqn_online)")
     parser.add_argument("--threshold", type=float, default=0.5)
     parser.add_argument("--bins", type=int, default=20)

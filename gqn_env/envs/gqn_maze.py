@@ -69,7 +69,8 @@ def make_gqn_maze(
             of the model's size (frames are block-averaged down for the encoder).
         model: A :class:`world_model.GQN` to use instead of the bundled one.
         checkpoint: A checkpoint path to load instead of the bundled one.
-        obs_keys: Observation keys, from ``representation``, ``viewpoint``, ``image``.
+        obs_keys: Observation keys, from ``representation``, ``view`` (the current frame's encoding),
+            ``viewpoint``, ``image``.
         scale: ``"mean"`` or ``"sum"`` of per-frame encodings (see the wrapper).
         device: Where the encoder runs.
         render_mode: ``"rgb_array"`` shows true view | imagined view | map.

@@ -12,7 +12,9 @@ a Gymnasium vector env (batched: one forward pass for all sub-envs per step).
 
 Observation ``representation``: the flat running sum divided by the number of
 frames seen (``scale="mean"``, default: bounded and stationary in scale, which
-suits PPO) or the raw sum (``scale="sum"``, the paper's r).
+suits PPO) or the raw sum (``scale="sum"``, the paper's r). Observation ``view``:
+the encoding of the current frame alone, ``f(x_t, v_t)``: what the agent sees now,
+in the model's terms (free: it is the term just added to the sum).
 
 Imagination renders from the sum, but the model was trained on sums of at most
 ``config.context_max`` views, and an episode holds hundreds of frames. So once
@@ -34,7 +36,7 @@ from gymnasium import spaces
 
 from gqn_env.envs.viewpoint import VIEWPOINT_DIM, Pose
 
-OBS_KEYS = ("representation", "viewpoint", "image")
+OBS_KEYS = ("representation", "view", "viewpoint", "image")
 SCALES = ("mean", "sum")
 
 
@@ -77,6 +79,7 @@ class RepresentationState:
         self.config = model.config
         self.sums = np.zeros((num_scenes, *self.config.representation_shape), dtype=np.float32)  # (N, C, h, w)
         self.counts = np.zeros(num_scenes, dtype=np.int64)
+        self.last = np.zeros_like(self.sums)  # (N, C, h, w): the latest frame's encoding per scene
 
     @property
     def size(self) -> int:
@@ -121,6 +124,7 @@ class RepresentationState:
             self.counts[slots[reset]] = 0
         self.sums[slots] += r
         self.counts[slots] += 1
+        self.last[slots] = r
 
     def add_one(self, slot: int, image: np.ndarray, viewpoint: np.ndarray, reset: bool) -> None:
         """:meth:`add` for a single frame, without the per-call array bookkeeping (the per-step path)."""
@@ -131,6 +135,7 @@ class RepresentationState:
         else:
             self.sums[slot] += r
             self.counts[slot] += 1
+        self.last[slot] = r
 
     def observation(self, slots: np.ndarray, scale: str) -> np.ndarray:
         """Flat float32 representations ``(N, size)`` of the given slots."""
@@ -139,6 +144,11 @@ class RepresentationState:
         if scale == "mean":
             flat = flat / np.maximum(self.counts[slots], 1)[:, None].astype(np.float32)
         return flat
+
+    def observations(self, slots: np.ndarray, scale: str) -> dict[str, np.ndarray]:
+        """The model's observation keys for the given slots: ``representation`` and ``view``, ``(N, size)`` each."""
+        slots = np.asarray(slots)
+        return {"representation": self.observation(slots, scale), "view": self.last[slots].reshape(len(slots), -1)}
 
     @torch.inference_mode()
     def imagine(self, slot: int, viewpoints: np.ndarray, seed: int = 0, sample: bool = False) -> np.ndarray:
@@ -161,6 +171,7 @@ class RepresentationState:
 def _obs_space(env_space: spaces.Dict, size: int, obs_keys: Sequence[str]) -> spaces.Dict:
     parts = {
         "representation": spaces.Box(-np.inf, np.inf, (size,), dtype=np.float32),
+        "view": spaces.Box(-np.inf, np.inf, (size,), dtype=np.float32),
         "viewpoint": env_space["viewpoint"],
         "image": env_space["image"],
     }
@@ -189,7 +200,7 @@ class GQNRepresentation(gym.Wrapper):
     Args:
         env: A scene env observing ``Dict(image, viewpoint)``, e.g. ``GQNMazeScene-v0``.
         model: The GQN world model (kept frozen by this wrapper).
-        obs_keys: Which of ``representation``, ``viewpoint``, ``image`` to observe.
+        obs_keys: Which of ``representation``, ``view``, ``viewpoint``, ``image`` to observe.
         scale: ``"mean"`` (default) or ``"sum"`` of the per-frame encodings.
         device: Where the encoder runs.
         emit_frames: Put each new frame in ``info["frame"]`` / ``info["frame_viewpoint"]``
@@ -256,12 +267,14 @@ class GQNRepresentation(gym.Wrapper):
         r = self.state.encode(np.stack(self._episode_images), np.stack(self._episode_viewpoints))  # (T, C, h, w)
         self.state.sums[0] = r.sum(axis=0)
         self.state.counts[0] = len(r)
+        self.state.last[0] = r[-1]
 
     def current_observation(self) -> dict:
         """The observation of the current state (e.g. after :meth:`refresh`)."""
         if self._last_obs is None:
             raise RuntimeError("Call reset() first")
-        out = {"representation": self.state.observation(np.zeros(1, dtype=np.int64), self.scale)[0], **self._last_obs}
+        model_obs = self.state.observations(np.zeros(1, dtype=np.int64), self.scale)
+        out = {**{k: v[0] for k, v in model_obs.items()}, **self._last_obs}
         return {k: out[k] for k in self.obs_keys}
 
     @property
@@ -339,7 +352,7 @@ class GQNRepresentationVector(gym.vector.VectorWrapper):
 
     def _observe(self, obs: dict, reset: np.ndarray) -> dict:
         self.state.add(self._slots, obs["image"], obs["viewpoint"], reset)
-        out = {"representation": self.state.observation(self._slots, self.scale), **obs}
+        out = {**self.state.observations(self._slots, self.scale), **obs}
         return {k: out[k] for k in self.obs_keys}
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None) -> tuple[dict, dict]:

@@ -48,7 +48,7 @@ def test_check_env_passes_with_a_frozen_model(model):
 
 
 def test_one_encoder_pass_per_step_and_running_sum(model):
-    env = make(model, scale="sum")
+    env = make(model, scale="sum", obs_keys=("representation", "view", "viewpoint"))
     calls = []
     hook = model.representation.register_forward_hook(lambda module, inputs, output: calls.append(len(inputs[0])))
     try:
@@ -64,8 +64,11 @@ def test_one_encoder_pass_per_step_and_running_sum(model):
         hook.remove()
         env.close()
     with torch.inference_mode():
-        expected = model.encode(np.stack(frames), np.stack(vps)).sum(0).reshape(-1).numpy()
-    np.testing.assert_allclose(obs["representation"], expected, rtol=1e-4, atol=1e-5)
+        encodings = model.encode(np.stack(frames), np.stack(vps)).flatten(1).numpy()  # (T, size)
+    np.testing.assert_allclose(obs["representation"], encodings.sum(0), rtol=1e-4, atol=1e-5)
+    # "view" is the current frame's encoding alone: the last term of the sum.
+    np.testing.assert_allclose(obs["view"], encodings[-1], rtol=1e-4, atol=1e-5)
+    assert env.observation_space["view"].shape == obs["view"].shape
 
 
 def test_mean_scale_divides_by_frames_seen(model):
@@ -129,18 +132,19 @@ def test_bad_kwargs_raise(model, kwargs, match):
 def test_batched_vector_wrapper_matches_single_envs(model):
     n = 2
     envs = gym.vector.SyncVectorEnv([lambda: gym.make("GQNMazeScene-v0", image_size=16, **SCENE) for _ in range(n)])
-    vec = GQNRepresentationVector(envs, model)
+    keys = ("representation", "view", "viewpoint")
+    vec = GQNRepresentationVector(envs, model, obs_keys=keys)
     singles = [
-        GQNRepresentation(gym.make("GQNMazeScene-v0", image_size=16, **SCENE).unwrapped, model) for _ in range(n)
+        GQNRepresentation(gym.make("GQNMazeScene-v0", image_size=16, **SCENE).unwrapped, model, obs_keys=keys)
+        for _ in range(n)
     ]
     try:
         obs, _ = vec.reset(seed=10)
         single_obs = [s.reset(seed=10 + i)[0] for i, s in enumerate(singles)]
         for step in range(4):
             for i in range(n):
-                np.testing.assert_allclose(
-                    obs["representation"][i], single_obs[i]["representation"], rtol=1e-4, atol=1e-5
-                )
+                for key in ("representation", "view"):
+                    np.testing.assert_allclose(obs[key][i], single_obs[i][key], rtol=1e-4, atol=1e-5)
             actions = np.array([2, step % 3])
             obs, *_ = vec.step(actions)
             single_obs = [s.step(int(a))[0] for s, a in zip(singles, actions, strict=True)]
@@ -261,3 +265,30 @@ def test_imagination_scales_long_episodes_into_the_trained_context_range(model):
     want = model.generate(r, query, generator=torch.Generator().manual_seed(3))
     got = state.imagine(0, query, seed=3, sample=True)
     np.testing.assert_array_equal(got, (want.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy())
+
+
+def test_refresh_re_encodes_the_episode_with_new_weights(model):
+    import copy
+
+    own = copy.deepcopy(model)
+    env = make(own, scale="sum", obs_keys=("representation", "view"))
+    try:
+        env.reset(seed=4)
+        for action in [2, 1, 2]:
+            env.step(action)
+        wrapper = env.get_wrapper_attr("refresh").__self__
+        images, vps = np.stack(wrapper._episode_images), np.stack(wrapper._episode_viewpoints)
+        with torch.no_grad():
+            for p in own.parameters():
+                p.add_(0.05)  # a world-model update
+        before = wrapper.current_observation()
+        wrapper.refresh()
+        after = wrapper.current_observation()
+        with torch.inference_mode():
+            encodings = own.encode(images, vps).flatten(1).numpy()
+        assert not np.allclose(before["representation"], after["representation"])
+        np.testing.assert_allclose(after["representation"], encodings.sum(0), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(after["view"], encodings[-1], rtol=1e-4, atol=1e-5)
+        assert wrapper.frames_seen == 4
+    finally:
+        env.close()
