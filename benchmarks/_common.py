@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import os
 import platform
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from world_model.atomic import atomic_path
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -43,11 +44,7 @@ def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
 def write_json(name: str, payload: dict[str, Any], out: str | Path | None = None) -> Path:
     """Atomically write ``payload`` (plus machine info) as JSON; return the path."""
     path = Path(out) if out else RESULTS_DIR / f"{name}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"benchmark": name, "machine": machine_info(), **payload}
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as tmp:
-        json.dump(payload, tmp, indent=2)
-        tmp.flush()
-        os.fsync(tmp.fileno())
-    os.replace(tmp.name, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2))
     return path

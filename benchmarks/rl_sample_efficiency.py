@@ -37,15 +37,16 @@ from world_model import GQNConfig, SceneBuffer, Trainer
 def run(variant: str, seed: int, args: argparse.Namespace) -> dict:
     torch.manual_seed(seed)
     scene = {"max_episode_steps": args.episode_steps}
+    gqn_kwargs = {**scene, "obs_keys": args.gqn_obs}
     callbacks = [SuccessCurve()]
     if variant == "gqn_online":
         config = GQNConfig.cpu().replace(seed=seed)
         buffer = SceneBuffer(image_size=config.image_size, max_scenes=2000)
         trainer = Trainer(config, buffer)
-        venv = make_vec_env(variant, args.env_id, args.num_envs, seed, trainer.model, {**scene, "obs_keys": args.gqn_obs})
+        venv = make_vec_env(variant, args.env_id, args.num_envs, seed, trainer.model, gqn_kwargs)
         callbacks.append(WorldModelCallback(trainer, buffer, updates_per_rollout=args.wm_updates))
     elif variant == "gqn":
-        venv = make_vec_env(variant, args.env_id, args.num_envs, seed, None, {**scene, "obs_keys": args.gqn_obs})
+        venv = make_vec_env(variant, args.env_id, args.num_envs, seed, None, gqn_kwargs)
     else:
         venv = make_vec_env(variant, args.env_id, args.num_envs, seed, None, {**scene, "image_size": args.pixel_size})
     policy = "CnnPolicy" if variant == "pixels" else "MultiInputPolicy"

@@ -64,6 +64,8 @@ def test_kill_during_training_then_resume(tmp_path):
     assert proc.returncode == 0, err[-2000:]
     assert f"resuming from c.pt at step {step}" in out
     assert load_checkpoint(ckpt)["step"] == step + 3
+    # A temporary the killed run may have left mid-write is removed by the next save.
+    assert not list(tmp_path.glob(".c.pt.*")), sorted(p.name for p in tmp_path.iterdir())
 
 
 @pytest.mark.slow

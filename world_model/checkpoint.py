@@ -28,7 +28,6 @@ import io
 import os
 import pickle
 import struct
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Mapping
@@ -38,6 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from world_model.atomic import atomic_path
 from world_model.config import GQNConfig
 
 FORMAT = "gqn-gym-checkpoint"
@@ -90,7 +90,6 @@ def save_checkpoint(
         if key not in data:
             raise ValueError(f"A checkpoint needs {key!r}; got entries {sorted(data)}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = {"format": FORMAT, "version": FORMAT_VERSION, **data}
     content = io.BytesIO()
     torch.save(data, content)
@@ -101,25 +100,8 @@ def save_checkpoint(
         "crc32": zlib.crc32(blob),
         "payload": torch.frombuffer(bytearray(blob), dtype=torch.uint8),
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(wrapper, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; checkpoints are shared like other files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
+    with atomic_path(path) as tmp:
+        torch.save(wrapper, tmp)
     return path
 
 

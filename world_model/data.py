@@ -42,7 +42,6 @@ One process at a time may append to a store.
 
 from __future__ import annotations
 
-import contextlib
 import mmap
 import os
 import struct
@@ -55,6 +54,8 @@ from types import TracebackType
 from typing import BinaryIO
 
 import numpy as np
+
+from world_model.atomic import atomic_path
 
 __all__ = ["SceneBuffer", "SceneStore", "StoreCorruptionWarning", "StoreWriter"]
 
@@ -447,13 +448,8 @@ class SceneStore:
         if image_size < 1 or viewpoint_dim < 1:
             raise ValueError(f"image_size and viewpoint_dim must be >= 1, got {image_size}, {viewpoint_dim}")
         head = _FILE_HEADER.pack(FILE_MAGIC, FORMAT_VERSION, image_size, viewpoint_dim)
-        tmp = f"{self.path}.tmp{os.getpid()}"
-        with open(tmp, "wb") as f:
-            f.write(head + struct.pack("<I", zlib.crc32(head)))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        _fsync_dir(self.path)
+        with atomic_path(self.path) as tmp:
+            tmp.write_bytes(head + struct.pack("<I", zlib.crc32(head)))
 
     def _read_record(self, f: BinaryIO, offset: int, file_size: int) -> tuple[int, bytes] | str:
         """Read the record at ``offset``: ``(num_frames, payload)`` if it is whole and passes its CRC, else why not."""
@@ -612,16 +608,6 @@ class SceneStore:
             f.flush()
             os.fsync(f.fileno())
         self._append_end = end + len(record)
-
-
-def _fsync_dir(path: str) -> None:
-    """Make a rename in the directory of ``path`` durable (best effort where unsupported)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 class StoreWriter:

@@ -59,17 +59,17 @@ def write_video(frames: Sequence[np.ndarray], path: str | Path, fps: int = 10) -
     """
     import imageio.v2 as imageio
 
+    from world_model.atomic import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    if path.suffix == ".gif":
-        imageio.mimsave(tmp, list(frames), duration=1000 / fps, loop=0)
-    elif path.suffix == ".mp4":
-        # macro_block_size=1: do not resize frames to multiples of 16.
-        with imageio.get_writer(tmp, fps=fps, codec="libx264", macro_block_size=1, quality=8) as writer:
-            for frame in frames:
-                writer.append_data(frame)
-    else:
+    if path.suffix not in (".gif", ".mp4"):
         raise ValueError(f"Video path must end in .mp4 or .gif, got {path}")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        if path.suffix == ".gif":
+            imageio.mimsave(tmp, list(frames), duration=1000 / fps, loop=0)
+        else:
+            # macro_block_size=1: do not resize frames to multiples of 16.
+            with imageio.get_writer(tmp, fps=fps, codec="libx264", macro_block_size=1, quality=8) as writer:
+                for frame in frames:
+                    writer.append_data(frame)
     return path
