@@ -5,6 +5,9 @@ Usage::
     python -m benchmarks.rl_sample_efficiency            # default: ~2 h on 2 CPU cores
     python -m benchmarks.rl_sample_efficiency --quick    # a few minutes
 
+Each finished (variant, seed) run is saved to ``<out>.partial.json``; if the
+invocation is interrupted, the same command resumes after the last finished run.
+
 Variants, each over ``--seeds`` seeds with identical scene seeds:
 
 * ``gqn``: GQNMaze with the bundled, frozen world model (MultiInputPolicy);
@@ -20,6 +23,7 @@ PNG of the curves (mean and a 95% band over seeds) and a JSON.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -32,6 +36,7 @@ import gqn_env  # noqa: F401
 from agents.rl import SuccessCurve, WorldModelCallback, make_vec_env, steps_to_threshold, success_curve
 from benchmarks._common import RESULTS_DIR, format_table, write_json
 from world_model import GQNConfig, SceneBuffer, Trainer
+from world_model.atomic import atomic_path
 
 
 def run(variant: str, seed: int, args: argparse.Namespace) -> dict:
@@ -65,6 +70,33 @@ def run(variant: str, seed: int, args: argparse.Namespace) -> dict:
         "episodes": len(callbacks[0].timesteps),
         "seconds": seconds,
     }
+
+
+def run_all(args: argparse.Namespace, partial: Path) -> list[dict]:
+    """Run every (seed, variant), saving each finished run to ``partial`` as it ends.
+
+    An interrupted invocation (a killed shell, a rebooted machine) is picked up by
+    running the same command again: runs already in ``partial`` with identical
+    settings are kept, not repeated (``--restart`` discards them).
+    """
+    settings = {k: v for k, v in vars(args).items() if k not in ("out", "restart")}
+    results = []
+    if partial.exists() and not args.restart:
+        saved = json.loads(partial.read_text())
+        if saved.get("settings") == settings:
+            results = saved["runs"]
+            print(f"resuming: {len(results)} finished run(s) from {partial}")
+    done = {(r["variant"], r["seed"]) for r in results}
+    for seed in range(args.seeds):
+        for variant in args.variants:
+            if (variant, seed) in done:
+                continue
+            result = run(variant, seed, args)
+            results.append(result)
+            print(f"{variant} seed {seed}: auc {result['auc']:.3f}, {result['seconds'] / 60:.1f} min", flush=True)
+            with atomic_path(partial) as tmp:
+                tmp.write_text(json.dumps({"settings": settings, "runs": results}))
+    return results
 
 
 def plot(results: list[dict], args: argparse.Namespace, path: Path) -> None:
@@ -106,11 +138,16 @@ def main() -> None:
     parser.add_argument("--bins", type=int, default=20)
     parser.add_argument("--quick", action="store_true", help="4k steps, 1 seed: a smoke run of a few minutes")
     parser.add_argument("--out", default=None)
+    parser.add_argument(
+        "--restart", action="store_true", help="ignore runs saved by an interrupted invocation with the same settings"
+    )
     args = parser.parse_args()
     if args.quick:
         args.steps, args.seeds, args.bins, args.n_steps = 4096, 1, 8, 128
 
-    results = [run(v, s, args) for s in range(args.seeds) for v in args.variants]
+    name = "rl_sample_efficiency_quick" if args.quick else "rl_sample_efficiency"
+    json_path = Path(args.out) if args.out else RESULTS_DIR / f"{name}.json"
+    results = run_all(args, json_path.with_suffix(".partial.json"))
     rows = []
     for variant in args.variants:
         mine = [r for r in results if r["variant"] == variant]
@@ -134,11 +171,11 @@ def main() -> None:
     print(format_table(rows, ["variant", "steps_to_threshold", "auc", "final_success", "minutes"]))
     for key, value in ratios.items():
         print(f"{key}: {value:.3g}")
-    name = "rl_sample_efficiency_quick" if args.quick else "rl_sample_efficiency"
-    png = Path(args.out).with_suffix(".png") if args.out else RESULTS_DIR / f"{name}.png"
+    png = json_path.with_suffix(".png")
     png.parent.mkdir(parents=True, exist_ok=True)
     plot(results, args, png)
-    path = write_json(name, {"args": vars(args), "rows": rows, "ratios": ratios, "runs": results}, args.out)
+    path = write_json(name, {"args": vars(args), "rows": rows, "ratios": ratios, "runs": results}, json_path)
+    json_path.with_suffix(".partial.json").unlink(missing_ok=True)
     print(f"wrote {path} and {png}")
 
 
