@@ -3,7 +3,7 @@
 A *frame* is ``(scene_id, image, viewpoint)``. Collectors hand frames to any
 ``sink`` with ``add_batch(scene_ids, images, viewpoints)``: a
 :class:`world_model.data.SceneBuffer` (in memory), a
-:class:`world_model.data.StoreWriter` (to disk), or both through :class:`Tee`.
+:class:`world_model.store.StoreWriter` (to disk), or both through :class:`Tee`.
 
 Scene ids are unique per episode: ``scene_id = seed`` of the episode for
 single-env collection, so a frame can be traced back to the scene that made it

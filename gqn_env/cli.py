@@ -28,7 +28,7 @@ def _collect(args: argparse.Namespace) -> None:
     import gqn_env  # noqa: F401
     from agents.collectors import async_scene_envs, collect, collect_vector, make_policy
     from agents.world_model_training import training_seeds
-    from world_model.data import StoreWriter
+    from world_model.store import StoreWriter
 
     if args.workers < 1:
         raise SystemExit(f"--workers must be >= 1, got {args.workers}")

@@ -148,7 +148,8 @@ def init_from_env(backend: str | None = None) -> tuple[int, int, torch.device]:
 
 def main(argv: list[str] | None = None) -> None:
     """Train from a scene store under torchrun (see the module docstring)."""
-    from world_model.data import SceneBuffer, SceneStore
+    from world_model.data import SceneBuffer
+    from world_model.store import SceneStore
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--store", required=True, help="scene store written by `gqn-gym collect`")

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from world_model.data import SceneBuffer, SceneStore, StoreCorruptionWarning, StoreWriter
+from world_model.data import SceneBuffer
+from world_model.store import SceneStore, StoreCorruptionWarning, StoreWriter
 
 S, D = 8, 7
 KEYS = ("context_images", "context_viewpoints", "query_images", "query_viewpoints", "scene_ids")
