@@ -1,0 +1,52 @@
+"""The RL benchmark picks up an interrupted invocation instead of repeating finished runs."""
+
+import argparse
+import json
+
+import pytest
+
+from benchmarks import rl_sample_efficiency as bench
+
+
+def _args(**overrides):
+    args = {"variants": ["gqn", "pixels"], "seeds": 2, "steps": 100, "restart": False, "out": None}
+    return argparse.Namespace(**{**args, **overrides})
+
+
+def _fake_run(calls, fail_at=None):
+    def run(variant, seed, args):
+        if (variant, seed) == fail_at:
+            raise KeyboardInterrupt  # the invocation is interrupted here
+        calls.append((variant, seed))
+        return {"variant": variant, "seed": seed, "auc": 0.5, "seconds": 1.0, "steps_to_threshold": float("inf")}
+
+    return run
+
+
+def test_interrupted_invocation_resumes_after_the_last_finished_run(tmp_path, monkeypatch):
+    partial = tmp_path / "rl.partial.json"
+    calls = []
+    monkeypatch.setattr(bench, "run", _fake_run(calls, fail_at=("gqn", 1)))
+    with pytest.raises(KeyboardInterrupt):
+        bench.run_all(_args(), partial)
+    assert calls == [("gqn", 0), ("pixels", 0)]
+    assert [r["seed"] for r in json.loads(partial.read_text())["runs"]] == [0, 0]
+
+    calls.clear()
+    monkeypatch.setattr(bench, "run", _fake_run(calls))
+    results = bench.run_all(_args(), partial)
+    assert calls == [("gqn", 1), ("pixels", 1)]  # seed 0 was not run again
+    assert sorted((r["variant"], r["seed"]) for r in results) == [("gqn", 0), ("gqn", 1), ("pixels", 0), ("pixels", 1)]
+
+
+def test_other_settings_or_restart_start_afresh(tmp_path, monkeypatch):
+    partial = tmp_path / "rl.partial.json"
+    calls = []
+    monkeypatch.setattr(bench, "run", _fake_run(calls))
+    bench.run_all(_args(seeds=1), partial)
+    calls.clear()
+    bench.run_all(_args(seeds=1, steps=200), partial)  # different settings: nothing reused
+    assert calls == [("gqn", 0), ("pixels", 0)]
+    calls.clear()
+    bench.run_all(_args(seeds=1, steps=200, restart=True), partial)
+    assert calls == [("gqn", 0), ("pixels", 0)]
