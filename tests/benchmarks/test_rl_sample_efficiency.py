@@ -50,3 +50,21 @@ def test_other_settings_or_restart_start_afresh(tmp_path, monkeypatch):
     calls.clear()
     bench.run_all(_args(seeds=1, steps=200, restart=True), partial)
     assert calls == [("gqn", 0), ("pixels", 0)]
+
+
+def _result(variant, steps, auc):
+    return {"variant": variant, "seed": 0, "steps_to_threshold": steps, "auc": auc, "curve": [auc], "seconds": 60.0}
+
+
+def test_steps_ratio_is_a_bound_when_the_representation_never_reaches_the_threshold():
+    args = _args(variants=["gqn", "gqn_online", "pixels"], steps=100_000)
+    results = [
+        _result("gqn", 20_000.0, 0.4),
+        _result("gqn_online", float("inf"), 0.2),
+        _result("pixels", 60_000.0, 0.4),
+    ]
+    _, ratios = bench.summarize(results, args)
+    assert ratios["steps_ratio_pixels_over_gqn"] == pytest.approx(3.0)
+    assert "steps_ratio_pixels_over_gqn_online" not in ratios
+    assert ratios["steps_ratio_pixels_over_gqn_online_at_most"] == pytest.approx(0.6)
+    assert ratios["auc_ratio_gqn_online_over_pixels"] == pytest.approx(0.5)
