@@ -152,7 +152,8 @@ def plot(results: list[dict], args: argparse.Namespace, path: Path) -> None:
     ax.set(xlabel="environment steps", ylabel="success rate (training episodes)", title=f"PPO on {args.env_id}")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
 
 
 def main() -> None:
@@ -188,7 +189,6 @@ def main() -> None:
     for key, value in ratios.items():
         print(f"{key}: {value:.3g}")
     png = json_path.with_suffix(".png")
-    png.parent.mkdir(parents=True, exist_ok=True)
     plot(results, args, png)
     path = write_json(name, {"args": vars(args), "rows": rows, "ratios": ratios, "runs": results}, json_path)
     json_path.with_suffix(".partial.json").unlink(missing_ok=True)

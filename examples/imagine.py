@@ -24,6 +24,7 @@ import numpy as np
 import gqn_env  # noqa: F401  (registers GQNMaze-v0)
 from agents.collectors import make_policy
 from gqn_env.wrappers.imagination import grid, write_video
+from world_model.atomic import atomic_path
 
 
 def main() -> None:
@@ -71,7 +72,8 @@ def main() -> None:
             dreams.append(imagine(pose))
     panel_path = args.out / "unvisited.png"
     if truths:
-        iio.imwrite(panel_path, grid([truths, dreams], ["true views from unvisited poses", "imagined"]))
+        with atomic_path(panel_path) as tmp:
+            iio.imwrite(tmp, grid([truths, dreams], ["true views from unvisited poses", "imagined"]))
     env.close()
     print(f"{len(frames)} frames: {mp4}")
     print(f"GIF: {gif}")

@@ -114,7 +114,10 @@ def _evaluate(args: argparse.Namespace) -> None:
     results = evaluate(model, scenes, mean_image=mean_image, device=args.device)
     print(format_table(results))
     if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=2))
+        from world_model.atomic import atomic_path
+
+        with atomic_path(args.out) as tmp:
+            tmp.write_text(json.dumps(results, indent=2))
 
 
 def _mean_training_image(env, image_size: int, scenes: int = 50):
