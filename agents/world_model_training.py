@@ -123,6 +123,34 @@ def _record_data_state(trainer: Any, buffer: Any, next_scene: int) -> None:
         trainer.extra["mean_image"] = torch.from_numpy(buffer.mean_image().astype(np.float32))  # (S, S, 3)
 
 
+def _rank_and_world() -> tuple[int, int]:
+    """``(rank, world size)`` under an initialised ``torch.distributed``, else ``(0, 1)``."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _any_rank(*flags: bool) -> list[bool]:
+    """Each flag OR-ed over all ranks (one all-reduce of a few numbers)."""
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor([float(f) for f in flags])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return [bool(v > 0) for v in t.tolist()]
+
+
+def _sum_over_ranks(value: int) -> int:
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(t)
+    return int(t.item())
+
+
 def train_online(
     trainer: Any,
     buffer: Any,
@@ -147,21 +175,33 @@ def train_online(
         progress: Show a tqdm bar.
         first_scene: Index of the first new training scene (to resume without repeats).
 
+    Under ``torch.distributed`` (a :class:`world_model.distributed.DistributedTrainer`
+    on each of W ranks), every rank collects its share of the scenes (scene index
+    ``i`` goes to rank ``i % W``, one new scene per rank every ``collect_every * W``
+    steps, so the ratio of scenes to global steps is that of one process), and the
+    ranks agree at every step, by one small all-reduce, on when to checkpoint and
+    when to stop: their clocks differ, and a rank that stopped alone would leave
+    the others waiting in DDP's all-reduce. Rank 0 alone shows the progress bar.
+
     Returns:
-        Summary: steps, scenes and frames collected, seconds spent training and collecting.
+        Summary: steps, scenes and frames collected (all ranks), seconds spent
+        training and collecting (this rank).
     """
     if budget_s is None and max_steps is None:
         raise ValueError("Give budget_s or max_steps")
+    rank, world = _rank_and_world()
     env = gym.make(schedule.env_id, image_size=trainer.model.config.image_size, **schedule.env_kwargs)
-    policy = make_policy(schedule.policy, np.random.default_rng(seed))
-    next_scene = first_scene
+    policy = make_policy(schedule.policy, np.random.default_rng(seed if world == 1 else [seed, rank]))
+    next_scene = first_scene  # global scene counter, equal on every rank
     start = time.perf_counter()
     collect_s = 0.0
 
     def collect_scenes(count: int) -> int:
+        """Collect scenes ``next_scene .. next_scene + count - 1`` of all ranks; this rank walks its share."""
         nonlocal next_scene, collect_s
         t0 = time.perf_counter()
-        seeds = training_seeds(seed, next_scene, count)
+        mine = [i for i in range(next_scene, next_scene + count) if i % world == rank]
+        seeds = [training_seeds(seed, i, 1)[0] for i in mine]
         n = collect(
             env, buffer, seeds, schedule.steps_per_scene, policy, schedule.frame_skip, progress=count > 20 and progress
         )
@@ -169,7 +209,9 @@ def train_online(
         collect_s += time.perf_counter() - t0
         return n
 
-    frames = collect_scenes(max(schedule.warmup_scenes - buffer.num_scenes, 0)) if schedule.warmup_scenes else 0
+    warmup = max(schedule.warmup_scenes - buffer.num_scenes * world, 0)  # all ranks' buffers together
+    frames = collect_scenes(warmup) if schedule.warmup_scenes else 0
+    progress = progress and rank == 0
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -180,15 +222,19 @@ def train_online(
     stats: dict[str, float] = {}
     while True:
         elapsed = time.perf_counter() - start
-        if (budget_s is not None and elapsed >= budget_s) or (
+        stop = (budget_s is not None and elapsed >= budget_s) or (
             max_steps is not None and trainer.step_count >= max_steps
-        ):
+        )
+        due = bool(checkpoint_path) and time.perf_counter() - last_ckpt >= schedule.checkpoint_every_s
+        if world > 1:
+            stop, due = _any_rank(stop, due)
+        if stop:
             break
         stats = trainer.step()
         steps += 1
-        if steps % schedule.collect_every == 0:
-            frames += collect_scenes(1)
-        if checkpoint_path and time.perf_counter() - last_ckpt >= schedule.checkpoint_every_s:
+        if steps % (schedule.collect_every * world) == 0:
+            frames += collect_scenes(world)
+        if due:
             _record_data_state(trainer, buffer, next_scene)
             trainer.save(checkpoint_path)
             last_ckpt = time.perf_counter()
@@ -203,6 +249,8 @@ def train_online(
         trainer.save(checkpoint_path)
     env.close()
     total = time.perf_counter() - start
+    if world > 1:
+        frames = _sum_over_ranks(frames)
     return {
         "steps": steps,
         "total_steps": trainer.step_count,

@@ -49,9 +49,30 @@ def _collect(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
+    """Train online or from a store; under torchrun, data-parallel with one process per rank."""
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if world == 1:
+        _train_process(args, rank=0, world=1)
+        return
+    import torch.distributed as dist
+
+    from world_model.distributed import init_from_env
+
+    rank, world, device = init_from_env()
+    args.device = device
+    try:
+        _train_process(args, rank, world)
+    finally:
+        dist.destroy_process_group()
+
+
+def _train_process(args: argparse.Namespace, rank: int, world: int) -> None:
     from agents.world_model_training import OnlineSchedule, train_online
     from world_model import GQNConfig, Trainer, load_checkpoint
     from world_model.data import SceneBuffer
+    from world_model.distributed import DistributedTrainer
 
     ckpt = Path(args.checkpoint)
     resume = args.resume and ckpt.exists()
@@ -68,20 +89,27 @@ def _train(args: argparse.Namespace) -> None:
         warmup_scenes=args.warmup_scenes,
         checkpoint_every_s=args.checkpoint_every,
     )
+    max_scenes = -(-args.max_scenes // world)  # per rank
     if args.store:
-        buffer = SceneBuffer.from_store(args.store, max_scenes=args.max_scenes)
+        from world_model.store import SceneStore
+
+        store = SceneStore(args.store)
+        buffer = SceneBuffer(store.image_size, store.viewpoint_dim, max_scenes=max_scenes, seed=rank)
+        store.load_into(buffer, shard=(rank, world) if world > 1 else None)  # each rank its scenes
         if buffer.image_size != config.image_size:
             raise SystemExit(f"{args.store} holds {buffer.image_size}px frames; the model takes {config.image_size}px")
         schedule.warmup_scenes = 0
         if args.offline:
             schedule.collect_every = 1 << 62  # never collect: train on the store only
     else:
-        buffer = SceneBuffer(image_size=config.image_size, max_scenes=args.max_scenes)
+        buffer = SceneBuffer(image_size=config.image_size, max_scenes=max_scenes, seed=rank)
+    cls = DistributedTrainer if world > 1 else Trainer
     if resume:
-        trainer = Trainer.load(ckpt, buffer, device=args.device, log_dir=args.log_dir)
-        print(f"resuming from {ckpt} at step {trainer.step_count}")
+        trainer = cls.load(ckpt, buffer, device=args.device, log_dir=args.log_dir)
+        if rank == 0:
+            print(f"resuming from {ckpt} at step {trainer.step_count}")
     else:
-        trainer = Trainer(config, buffer, device=args.device, log_dir=args.log_dir)
+        trainer = cls(config, buffer, device=args.device, log_dir=args.log_dir)
     summary = train_online(
         trainer,
         buffer,
@@ -93,8 +121,9 @@ def _train(args: argparse.Namespace) -> None:
         first_scene=trainer.extra.get("next_scene", 0),
         progress=not args.no_progress,
     )
-    print(json.dumps({k: v for k, v in summary.items() if k != "last"}, indent=2))
-    print(f"checkpoint: {ckpt}")
+    if rank == 0:
+        print(json.dumps({"processes": world, **{k: v for k, v in summary.items() if k != "last"}}, indent=2))
+        print(f"checkpoint: {ckpt}")
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -171,7 +200,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.set_defaults(func=_collect)
 
-    p = sub.add_parser("train", help="train the world model (online from a walker, or from a store)")
+    p = sub.add_parser(
+        "train",
+        help="train the world model (online from a walker, or from a store)",
+        description="Train the world model. Under torchrun (e.g. `torchrun --standalone --nproc_per_node 2 "
+        "-m gqn_env.cli train ...`) the ranks train one model data-parallel, each collecting its share of scenes.",
+    )
     p.add_argument("--checkpoint", default="runs/gqn/checkpoint.pt")
     p.add_argument("--preset", default="cpu", choices=["tiny", "cpu", "paper"])
     p.add_argument("--minutes", type=float, default=None, help="wall-clock budget")

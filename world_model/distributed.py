@@ -26,8 +26,10 @@ How it divides the work:
   reseeds each rank's generators from (seed, rank, step), so a resumed run is
   deterministic too.
 
-``world_model`` never imports MiniWorld, so distributed training reads frames from
-a store written by collectors (``gqn-gym collect``).
+``world_model`` never imports MiniWorld, so this entry point reads frames from a
+store written by collectors (``gqn-gym collect``). Online training, where every
+rank also collects its share of the scenes, is ``gqn-gym train`` under torchrun
+(``agents.world_model_training.train_online`` handles the ranks).
 """
 
 from __future__ import annotations
