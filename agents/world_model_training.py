@@ -26,6 +26,7 @@ import gymnasium as gym
 import numpy as np
 
 from agents.collectors import collect, make_policy, walk
+from world_model.distributed import any_rank, sum_over_ranks
 
 EVAL_SEED_BASE = 2_000_000_000
 
@@ -123,34 +124,6 @@ def _record_data_state(trainer: Any, buffer: Any, next_scene: int) -> None:
         trainer.extra["mean_image"] = torch.from_numpy(buffer.mean_image().astype(np.float32))  # (S, S, 3)
 
 
-def _rank_and_world() -> tuple[int, int]:
-    """``(rank, world size)`` under an initialised ``torch.distributed``, else ``(0, 1)``."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _any_rank(*flags: bool) -> list[bool]:
-    """Each flag OR-ed over all ranks (one all-reduce of a few numbers)."""
-    import torch
-    import torch.distributed as dist
-
-    t = torch.tensor([float(f) for f in flags])
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return [bool(v > 0) for v in t.tolist()]
-
-
-def _sum_over_ranks(value: int) -> int:
-    import torch
-    import torch.distributed as dist
-
-    t = torch.tensor([value], dtype=torch.float64)
-    dist.all_reduce(t)
-    return int(t.item())
-
-
 def train_online(
     trainer: Any,
     buffer: Any,
@@ -189,7 +162,7 @@ def train_online(
     """
     if budget_s is None and max_steps is None:
         raise ValueError("Give budget_s or max_steps")
-    rank, world = _rank_and_world()
+    rank, world = getattr(trainer, "rank", 0), getattr(trainer, "world_size", 1)  # DistributedTrainer: its rank
     env = gym.make(schedule.env_id, image_size=trainer.model.config.image_size, **schedule.env_kwargs)
     policy = make_policy(schedule.policy, np.random.default_rng(seed if world == 1 else [seed, rank]))
     next_scene = first_scene  # global scene counter, equal on every rank
@@ -227,7 +200,7 @@ def train_online(
         )
         due = bool(checkpoint_path) and time.perf_counter() - last_ckpt >= schedule.checkpoint_every_s
         if world > 1:
-            stop, due = _any_rank(stop, due)
+            stop, due = any_rank(stop, due, device=trainer.device)
         if stop:
             break
         stats = trainer.step()
@@ -250,7 +223,7 @@ def train_online(
     env.close()
     total = time.perf_counter() - start
     if world > 1:
-        frames = _sum_over_ranks(frames)
+        frames = int(sum_over_ranks(frames, device=trainer.device))
     return {
         "steps": steps,
         "total_steps": trainer.step_count,

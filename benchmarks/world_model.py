@@ -31,7 +31,6 @@ Prints a table and writes ``benchmarks/results/world_model_<preset>.json``.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
@@ -46,7 +45,7 @@ from benchmarks._common import format_table, write_json
 from benchmarks.model_speed import step_flops
 from world_model import GQNConfig, Trainer, evaluate
 from world_model.data import SceneBuffer
-from world_model.distributed import DistributedTrainer, init_from_env
+from world_model.distributed import DistributedTrainer, sum_over_ranks, torchrun_group
 from world_model.evaluation import format_table as format_eval_table
 
 
@@ -77,11 +76,7 @@ def matmul_gflops(n: int = 1024, repeats: int = 20) -> float:
     for _ in range(repeats):
         a @ b
     gflops = 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
-    if dist.is_initialized():
-        total = torch.tensor([gflops], dtype=torch.float64)
-        dist.all_reduce(total)
-        gflops = float(total.item())
-    return gflops
+    return sum_over_ranks(gflops) if dist.is_initialized() else gflops
 
 
 def train_step_flops(trainer: Trainer, buffer: SceneBuffer, world: int = 1) -> float:
@@ -110,15 +105,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    world = int(os.environ.get("WORLD_SIZE", 1))
-    rank = 0
-    if world > 1:  # under torchrun
-        rank, world, _ = init_from_env("gloo")
-    try:
+    with torchrun_group("gloo") as (rank, world, _):
         run(args, rank, world)
-    finally:
-        if world > 1:
-            dist.destroy_process_group()
 
 
 def run(args: argparse.Namespace, rank: int, world: int) -> None:

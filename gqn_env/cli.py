@@ -50,22 +50,12 @@ def _collect(args: argparse.Namespace) -> None:
 
 def _train(args: argparse.Namespace) -> None:
     """Train online or from a store; under torchrun, data-parallel with one process per rank."""
-    import os
+    from world_model.distributed import torchrun_group
 
-    world = int(os.environ.get("WORLD_SIZE", 1))
-    if world == 1:
-        _train_process(args, rank=0, world=1)
-        return
-    import torch.distributed as dist
-
-    from world_model.distributed import init_from_env
-
-    rank, world, device = init_from_env()
-    args.device = device
-    try:
+    with torchrun_group() as (rank, world, device):
+        if device is not None:
+            args.device = device
         _train_process(args, rank, world)
-    finally:
-        dist.destroy_process_group()
 
 
 def _train_process(args: argparse.Namespace, rank: int, world: int) -> None:

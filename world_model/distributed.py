@@ -36,6 +36,8 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -93,9 +95,7 @@ class DistributedTrainer(Trainer):
         self.torch_rng = torch.Generator(device=self.device).manual_seed(seed)
 
     def _all_finite(self, finite: bool) -> bool:
-        flag = torch.tensor([1.0 if finite else 0.0], device=self.device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-        return bool(flag.item() > 0)
+        return not any_rank(not finite, device=self.device)[0]
 
     def step(self) -> dict[str, float]:
         """One synchronous step on every rank; ``loss``/``mse`` are averaged over ranks."""
@@ -134,6 +134,37 @@ class DistributedTrainer(Trainer):
         trainer = cls(GQNConfig.from_dict(data["config"]), sampler, device=device, **kwargs)
         trainer.load_state(data, path)
         return trainer
+
+
+def any_rank(*flags: bool, device: str | torch.device = "cpu") -> list[bool]:
+    """Each flag OR-ed over all ranks (one all-reduce of a few numbers on ``device``)."""
+    t = torch.tensor([float(f) for f in flags], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return [bool(v > 0) for v in t.tolist()]
+
+
+def sum_over_ranks(value: float, device: str | torch.device = "cpu") -> float:
+    """``value`` summed over all ranks."""
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return float(t.item())
+
+
+@contextmanager
+def torchrun_group(backend: str | None = None) -> Iterator[tuple[int, int, torch.device | None]]:
+    """``(rank, world size, device)`` for a command that may run under torchrun.
+
+    Under torchrun (``WORLD_SIZE`` > 1) the process group is initialised on entry and
+    destroyed on exit; otherwise this yields ``(0, 1, None)`` and does nothing.
+    """
+    if int(os.environ.get("WORLD_SIZE", 1)) == 1:
+        yield 0, 1, None
+        return
+    rank, world, device = init_from_env(backend)
+    try:
+        yield rank, world, device
+    finally:
+        dist.destroy_process_group()
 
 
 def init_from_env(backend: str | None = None) -> tuple[int, int, torch.device]:
