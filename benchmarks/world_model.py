@@ -49,18 +49,6 @@ from world_model.distributed import DistributedTrainer, sum_over_ranks, torchrun
 from world_model.evaluation import format_table as format_eval_table
 
 
-def parse_overrides(items: list[str], config: GQNConfig) -> dict:
-    """``["context_max=16", "representation=patch"]`` -> typed field values (typed like the config's)."""
-    out = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not hasattr(config, name):
-            raise SystemExit(f"--set expects FIELD=VALUE with a GQNConfig field, got {item!r}")
-        kind = type(getattr(config, name))
-        out[name] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
-    return out
-
-
 def matmul_gflops(n: int = 1024, repeats: int = 20) -> float:
     """Float32 matrix-product GFLOP/s of this process (torch's BLAS, its threads).
 
@@ -116,7 +104,10 @@ def run(args: argparse.Namespace, rank: int, world: int) -> None:
     if args.anneal_steps:
         config = config.with_anneal_steps(args.anneal_steps)
     if args.set:
-        config = config.replace(**parse_overrides(args.set, config))
+        try:
+            config = config.with_overrides(args.set)
+        except ValueError as e:
+            raise SystemExit(f"--set: {e}") from None
     buffer = SceneBuffer(image_size=config.image_size, max_scenes=-(-4000 // world), seed=rank)
     schedule = OnlineSchedule(env_id=args.env_id, warmup_scenes=args.warmup_scenes)
     ckpt = Path(args.checkpoint) if args.checkpoint else None

@@ -58,6 +58,54 @@ def configure() -> bool:
     return True
 
 
+class _NoTextLabel:
+    """Stands in for ``pyglet.text.Label`` where pyglet's text cannot load; fails only if drawn."""
+
+    def __init__(self, *args: object, error: BaseException | None = None, **kwargs: object) -> None:
+        self.text = ""
+        self._error = error
+
+    def draw(self) -> None:
+        raise OpenGLUnavailableError(
+            f"MiniWorld's text overlay needs pyglet's fonts, which could not load ({self._error}); "
+            "install FreeType and Fontconfig (Debian: libfreetype6 libfontconfig1 fonts-dejavu-core)"
+        )
+
+
+class _NoText:
+    """Stands in for the ``pyglet.text`` module: only ``Label``, which MiniWorld builds in every env."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def Label(self, *args: object, **kwargs: object) -> _NoTextLabel:  # noqa: N802 (pyglet's name)
+        return _NoTextLabel(*args, error=self.error, **kwargs)
+
+
+def allow_missing_fonts() -> bool:
+    """Let MiniWorld build envs on machines without FreeType or Fontconfig (GPU servers often lack them).
+
+    Every ``MiniWorldEnv`` creates a ``pyglet.text.Label`` in its constructor, used only
+    by its human-mode window; ``pyglet.text`` fails to import without those libraries.
+    In headless mode, where no window is drawn, a missing font library then only
+    replaces ``pyglet.text`` with a stand-in whose label raises if it is ever drawn.
+    Call after pyglet.gl is imported (pyglet.text imports it).
+
+    Returns:
+        Whether the stand-in was installed.
+    """
+    import pyglet
+
+    if not pyglet.options.get("headless", False):
+        return False
+    try:
+        import pyglet.text  # noqa: F401
+    except ImportError as err:  # pyglet.lib: 'Library "freetype" not found.' (or fontconfig)
+        pyglet.text = _NoText(err)
+        return True
+    return False
+
+
 def raise_missing_opengl(error: BaseException) -> None:
     """Raise :class:`OpenGLUnavailableError` explaining how to get OpenGL.
 

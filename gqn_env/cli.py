@@ -72,6 +72,12 @@ def _train_process(args: argparse.Namespace, rank: int, world: int) -> None:
         config = GQNConfig.preset(args.preset)
         if args.anneal_steps:
             config = config.with_anneal_steps(args.anneal_steps)
+        try:
+            config = config.with_overrides(args.set)
+        except ValueError as e:
+            raise SystemExit(f"--set: {e}") from None
+    if resume and args.set:
+        raise SystemExit("--set changes a new model's config; a resumed run keeps its checkpoint's")
     schedule = OnlineSchedule(
         env_id=args.env_id,
         policy=args.policy,
@@ -83,11 +89,17 @@ def _train_process(args: argparse.Namespace, rank: int, world: int) -> None:
     if args.store:
         from world_model.store import SceneStore
 
-        store = SceneStore(args.store)
-        buffer = SceneBuffer(store.image_size, store.viewpoint_dim, max_scenes=max_scenes, seed=rank)
-        store.load_into(buffer, shard=(rank, world) if world > 1 else None)  # each rank its scenes
+        stores = [SceneStore(path) for path in args.store]
+        buffer = SceneBuffer(stores[0].image_size, stores[0].viewpoint_dim, max_scenes=max_scenes, seed=rank)
+        for store in stores:  # each rank its scenes; a store unlike the first raises a clear ValueError
+            try:
+                store.load_into(buffer, shard=(rank, world) if world > 1 else None)
+            except ValueError as e:
+                raise SystemExit(str(e)) from None
         if buffer.image_size != config.image_size:
-            raise SystemExit(f"{args.store} holds {buffer.image_size}px frames; the model takes {config.image_size}px")
+            raise SystemExit(
+                f"{args.store[0]} holds {buffer.image_size}px frames; the model takes {config.image_size}px"
+            )
         schedule.warmup_scenes = 0
         if args.offline:
             schedule.collect_every = 1 << 62  # never collect: train on the store only
@@ -201,9 +213,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--minutes", type=float, default=None, help="wall-clock budget")
     p.add_argument("--steps", type=int, default=None, help="stop at this many gradient steps")
     p.add_argument("--anneal-steps", type=int, default=None, help="length of the sigma/lr annealing")
+    p.add_argument(
+        "--set", nargs="+", default=[], metavar="FIELD=VALUE", help="override config fields, e.g. hidden_channels=48"
+    )
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint if it exists")
     p.add_argument("--checkpoint-every", type=float, default=600.0, help="seconds between checkpoints")
-    p.add_argument("--store", default=None, help="start from the frames of this store")
+    p.add_argument("--store", nargs="+", default=None, help="start from the frames of these stores")
     p.add_argument("--offline", action="store_true", help="with --store: train on the store only")
     p.add_argument("--env-id", default="GQNMazeScene-S3-v0")
     p.add_argument("--policy", choices=["random", "explorer"], default="random")

@@ -9,7 +9,7 @@ execute code. The content (``FORMAT_VERSION`` 2)::
      "config": GQNConfig.to_dict(), "model": state_dict,
      "optimizer": optimizer state_dict or None, "step": int, "skipped_steps": int,
      "numpy_rng": bit-generator state (plain dict), "torch_rng": uint8 tensor,
-     "extra": dict of plain values}
+     "torch_rng_device": "cpu" or "cuda" (absent: "cpu"), "extra": dict of plain values}
 
 Only ``config`` and ``model`` are required. The file wraps that content with a
 checksum: ``{"format", "version": 2, "crc32": int, "payload": uint8 tensor}``,

@@ -37,6 +37,7 @@ rescales both for a given run length.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -179,6 +180,30 @@ class GQNConfig:
         if steps < 1:
             raise ValueError(f"anneal steps must be >= 1, got {steps}")
         return self.replace(sigma_anneal_steps=int(steps), lr_anneal_steps=int(2 * steps))
+
+    def with_overrides(self, items: Sequence[str]) -> GQNConfig:
+        """A copy with fields set from ``FIELD=VALUE`` strings, typed like the current values.
+
+        ``config.with_overrides(["hidden_channels=48", "share_core=false"])``: what the
+        command-line tools' ``--set`` takes. Raises ``ValueError`` naming a malformed
+        item, an unknown field or a value of the wrong type.
+        """
+        changes: dict[str, Any] = {}
+        for item in items:
+            name, sep, value = item.partition("=")
+            if not sep or name not in {f.name for f in dataclasses.fields(self)}:
+                raise ValueError(f"expected FIELD=VALUE with a GQNConfig field, got {item!r}")
+            kind = type(getattr(self, name))
+            if kind is bool:
+                if value.lower() not in ("1", "true", "yes", "0", "false", "no"):
+                    raise ValueError(f"{name} takes true or false, got {value!r}")
+                changes[name] = value.lower() in ("1", "true", "yes")
+            else:
+                try:
+                    changes[name] = kind(value)
+                except ValueError:
+                    raise ValueError(f"{name} takes a {kind.__name__}, got {value!r}") from None
+        return self.replace(**changes)
 
     # ---------------------------------------------------------------- derived
     @property

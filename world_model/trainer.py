@@ -19,6 +19,7 @@ state stay as they were, ``skipped_steps`` counts it, and the returned stats say
 from __future__ import annotations
 
 import copy
+import hashlib
 import inspect
 import math
 import threading
@@ -275,6 +276,7 @@ class Trainer:
                 "skipped_steps": self.skipped_steps,
                 "numpy_rng": copy.deepcopy(self.np_rng.bit_generator.state),
                 "torch_rng": self.torch_rng.get_state(),
+                "torch_rng_device": self.torch_rng.device.type,
                 "extra": dict(self.extra),
             }
 
@@ -304,8 +306,21 @@ class Trainer:
             if "numpy_rng" in data:
                 self.np_rng.bit_generator.state = data["numpy_rng"]
             if "torch_rng" in data:
-                self.torch_rng.set_state(data["torch_rng"].cpu())
+                self._restore_torch_rng(data["torch_rng"].cpu(), data.get("torch_rng_device", "cpu"))
             self.extra = dict(data.get("extra", {}))
+
+    def _restore_torch_rng(self, state: torch.Tensor, saved_on: str) -> None:
+        """Restore the noise generator; one saved on another device type is reseeded from its state.
+
+        A CUDA generator's state (16 bytes) cannot be loaded into a CPU generator (5056
+        bytes) or the reverse, and the kernels differ anyway, so a resume across device
+        types continues deterministically but not bit-identically.
+        """
+        if saved_on == self.torch_rng.device.type:
+            self.torch_rng.set_state(state)
+        else:
+            digest = hashlib.sha256(state.numpy().tobytes()).digest()
+            self.torch_rng.manual_seed(int.from_bytes(digest[:8], "little") >> 1)
 
 
 class BackgroundTrainer:

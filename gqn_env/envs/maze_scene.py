@@ -25,6 +25,7 @@ try:
     from pyglet import gl
 except Exception as err:  # pyglet raises several unrelated types when GL is missing
     _headless.raise_missing_opengl(err)
+_headless.allow_missing_fonts()
 
 from gqn_env.envs import _textures  # noqa: E402
 

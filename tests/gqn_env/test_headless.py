@@ -48,3 +48,19 @@ def test_missing_opengl_gives_one_clear_error():
     assert result.returncode != 0
     assert "OpenGLUnavailableError" in result.stderr
     assert "libegl-mesa0" in result.stderr and "libgl1-mesa-dri" in result.stderr
+
+
+def test_renders_on_a_machine_without_font_libraries():
+    # GPU servers often lack FreeType/Fontconfig; pyglet's text then fails to import, and
+    # MiniWorld builds a text label in every env. Simulate it: pyglet finds no freetype.
+    no_fonts = (
+        "import pyglet.lib; real = pyglet.lib.load_library\n"
+        "def load(*names, **kw):\n"
+        "    if names[0] in ('freetype', 'fontconfig'): raise ImportError(f'Library {names[0]!r} not found.')\n"
+        "    return real(*names, **kw)\n"
+        "pyglet.lib.load_library = load\n"
+    )
+    draw = "env.unwrapped.text_label.draw()"
+    result = _run(f"{no_fonts}import gymnasium as gym; import gqn_env\n{MAKE}\n{draw}")
+    assert "(16, 16, 3)" in result.stdout, result.stderr[-2000:]  # the env built and rendered
+    assert "OpenGLUnavailableError" in result.stderr and "libfreetype6" in result.stderr  # drawing text fails clearly

@@ -213,3 +213,20 @@ def test_background_trainer_surfaces_worker_errors(tiny_config):
     with pytest.raises(RuntimeError, match="background trainer failed") as info:
         worker.stop()
     assert "buffer is empty" in str(info.value.__cause__)
+
+
+def test_noise_generator_of_another_device_type_is_reseeded_deterministically(tiny_config, tiny_buffer, tmp_path):
+    # What a CUDA checkpoint looks like to a CPU resume: a 16-byte generator state marked "cuda".
+    trainer = Trainer(tiny_config, tiny_buffer)
+    trainer.step()
+    data = trainer.state()
+    data["torch_rng"], data["torch_rng_device"] = torch.arange(16, dtype=torch.uint8), "cuda"
+    draws = []
+    for _ in range(2):
+        other = Trainer(tiny_config, tiny_buffer)
+        other.load_state(data)
+        assert other.step_count == 1
+        draws.append(torch.randn(4, generator=other.torch_rng))
+    torch.testing.assert_close(draws[0], draws[1])  # the same reseed each time
+    fresh = Trainer(tiny_config, tiny_buffer)
+    assert not torch.equal(draws[0], torch.randn(4, generator=fresh.torch_rng))
