@@ -8,8 +8,8 @@
 #    skip 4, as online training does) for COLLECT_S seconds into their own store.
 # 2. Every run in RUNS trains at once on the GPU, offline from all the stores
 #    (EXTRA_STORE too), for at most TRAIN_MIN minutes or its step count.
-#    One GQN of the cpu preset leaves an H100 mostly idle: launch-bound, ~900
-#    kernels a step), so several runs share it at little cost to each.
+#    One GQN of the cpu preset leaves an H100 mostly idle (a step is ~900 small
+#    operations, launch-bound), so several runs share it.
 # 3. Each run, and the bundled model, is evaluated on 100 held-out scenes.
 #
 # A run is "name steps anneal_steps [FIELD=VALUE ...]". The default runs replay the

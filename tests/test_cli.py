@@ -28,6 +28,31 @@ def test_collect_train_resume_evaluate(tmp_path):
     common = ["--preset", "tiny", "--checkpoint", "c.pt", "--no-progress", "--env-id", "GQNMazeScene-S2-v0"]
     gqn_gym("train", *common, "--store", "s.gqnstore", "--offline", "--steps", "4", cwd=tmp_path)
     assert load_checkpoint(tmp_path / "c.pt")["step"] == 4
+    gqn_gym(
+        "collect",
+        "--out",
+        "t.gqnstore",
+        "--scenes",
+        "2",
+        "--steps",
+        "30",
+        "--image-size",
+        "16",
+        "--seed",
+        "1",
+        cwd=tmp_path,
+    )
+    two = ["--store", "s.gqnstore", "t.gqnstore", "--offline", "--steps", "1", "--set", "num_layers=3"]
+    gqn_gym("train", "--preset", "tiny", "--checkpoint", "d.pt", "--no-progress", *two, cwd=tmp_path)
+    assert load_checkpoint(tmp_path / "d.pt")["config"]["num_layers"] == 3
+    bad = subprocess.run(
+        [sys.executable, "-m", "gqn_env.cli", "train", "--preset", "tiny", "--set", "layers=3", "--steps", "1"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode != 0 and "--set" in bad.stderr and "layers=3" in bad.stderr
     out = gqn_gym("train", *common, "--resume", "--steps", "6", "--warmup-scenes", "2", cwd=tmp_path)
     assert "resuming from c.pt at step 4" in out
     data = load_checkpoint(tmp_path / "c.pt")

@@ -202,7 +202,7 @@ class GQNConfig:
                 try:
                     changes[name] = kind(value)
                 except ValueError:
-                    raise ValueError(f"{name} takes a {kind.__name__}, got {value!r}") from None
+                    raise ValueError(f"{name} must be of type {kind.__name__}, got {value!r}") from None
         return self.replace(**changes)
 
     # ---------------------------------------------------------------- derived

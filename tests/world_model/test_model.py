@@ -220,3 +220,20 @@ def test_construction_is_seeded_and_leaves_the_global_rng_alone():
         assert torch.equal(va, vb), k
     c = GQN(config.replace(seed=1))
     assert any(not torch.equal(va, vc) for va, vc in zip(a.state_dict().values(), c.state_dict().values(), strict=True))
+
+
+def test_overrides_from_strings_are_typed_and_checked():
+    config = GQNConfig.cpu().with_overrides(
+        ["num_layers=4", "share_core=false", "lr_start=1e-3", "representation=tower"]
+    )
+    assert (config.num_layers, config.share_core, config.lr_start, config.representation) == (4, False, 1e-3, "tower")
+    assert GQNConfig.cpu().with_overrides([]) == GQNConfig.cpu()
+    for bad, message in [
+        ("num_layers", "FIELD=VALUE"),
+        ("depth=3", "FIELD=VALUE"),
+        ("num_layers=four", "must be of type int"),
+        ("share_core=maybe", "true or false"),
+        ("num_layers=0", "positive integer"),  # the config's own validation
+    ]:
+        with pytest.raises(ValueError, match=message):
+            GQNConfig.cpu().with_overrides([bad])
