@@ -45,7 +45,7 @@ from benchmarks._common import format_table, write_json
 from benchmarks.model_speed import step_flops
 from world_model import GQNConfig, Trainer, evaluate
 from world_model.data import SceneBuffer
-from world_model.distributed import DistributedTrainer, sum_over_ranks, torchrun_group
+from world_model.distributed import DistributedTrainer, scenes_per_rank, sum_over_ranks, torchrun_group
 from world_model.evaluation import format_table as format_eval_table
 
 
@@ -108,8 +108,10 @@ def run(args: argparse.Namespace, rank: int, world: int) -> None:
             config = config.with_overrides(args.set)
         except ValueError as e:
             raise SystemExit(f"--set: {e}") from None
-    buffer = SceneBuffer(image_size=config.image_size, max_scenes=-(-4000 // world), seed=rank)
     schedule = OnlineSchedule(env_id=args.env_id, warmup_scenes=args.warmup_scenes)
+    buffer = SceneBuffer(
+        image_size=config.image_size, max_scenes=scenes_per_rank(schedule.max_scenes, world), seed=rank
+    )
     ckpt = Path(args.checkpoint) if args.checkpoint else None
     trainer_cls = DistributedTrainer if world > 1 else Trainer
     if args.resume and ckpt and ckpt.exists():

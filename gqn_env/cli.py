@@ -62,7 +62,7 @@ def _train_process(args: argparse.Namespace, rank: int, world: int) -> None:
     from agents.world_model_training import OnlineSchedule, train_online
     from world_model import GQNConfig, Trainer, load_checkpoint
     from world_model.data import SceneBuffer
-    from world_model.distributed import DistributedTrainer
+    from world_model.distributed import DistributedTrainer, scenes_per_rank
 
     ckpt = Path(args.checkpoint)
     resume = args.resume and ckpt.exists()
@@ -85,7 +85,7 @@ def _train_process(args: argparse.Namespace, rank: int, world: int) -> None:
         warmup_scenes=args.warmup_scenes,
         checkpoint_every_s=args.checkpoint_every,
     )
-    max_scenes = -(-args.max_scenes // world)  # per rank
+    max_scenes = scenes_per_rank(args.max_scenes, world)
     if args.store:
         from world_model.store import SceneStore
 

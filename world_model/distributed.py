@@ -136,6 +136,13 @@ class DistributedTrainer(Trainer):
         return trainer
 
 
+def scenes_per_rank(max_scenes: int, world_size: int) -> int:
+    """Each rank's buffer bound when ``max_scenes`` are split over ``world_size`` ranks (rounded up)."""
+    if max_scenes < 1 or world_size < 1:
+        raise ValueError(f"max_scenes and world_size must be >= 1, got {max_scenes}, {world_size}")
+    return -(-max_scenes // world_size)
+
+
 def any_rank(*flags: bool, device: str | torch.device = "cpu") -> list[bool]:
     """Each flag OR-ed over all ranks (one all-reduce of a few numbers on ``device``)."""
     t = torch.tensor([float(f) for f in flags], device=device)

@@ -114,3 +114,11 @@ def test_store_shards_are_disjoint_and_complete(store_path):
     assert sum(len(i) for i in ids) == len(full.scene_ids())
     with pytest.raises(ValueError, match="shard"):
         SceneStore(store_path).load_into(SceneBuffer(full.image_size), shard=(3, 3))
+
+
+def test_scenes_per_rank_rounds_up_and_rejects_nonsense():
+    from world_model.distributed import scenes_per_rank
+
+    assert [scenes_per_rank(4000, w) for w in (1, 2, 3, 7)] == [4000, 2000, 1334, 572]
+    with pytest.raises(ValueError):
+        scenes_per_rank(0, 2)
