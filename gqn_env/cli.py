@@ -32,20 +32,31 @@ def _collect(args: argparse.Namespace) -> None:
 
     if args.workers < 1:
         raise SystemExit(f"--workers must be >= 1, got {args.workers}")
+    interrupted = False
     with StoreWriter(args.out, image_size=args.image_size, chunk_frames=args.chunk_frames) as writer:
-        if args.workers == 1:
-            env = gym.make(args.env_id, image_size=args.image_size)
-            policy = make_policy(args.policy, np.random.default_rng(args.seed))
-            seeds = training_seeds(args.seed, 0, args.scenes)
-            n = collect(env, writer, seeds, args.steps, policy, args.frame_skip, True)
-            env.close()
-        else:  # worker processes feeding one store
-            envs = async_scene_envs(args.env_id, args.workers, image_size=args.image_size, max_episode_steps=args.steps)
-            policies = [make_policy(args.policy, np.random.default_rng([args.seed, i])) for i in range(args.workers)]
-            steps = -(-args.scenes * args.steps // args.workers)  # ceil: about `scenes` episodes in all
-            n = collect_vector(envs, writer, steps, policies, seed=args.seed, first_scene_id=args.seed * 1_000_003)
-            envs.close()
-    print(f"wrote {n} frames of {args.scenes} scenes to {args.out}")
+        try:
+            if args.workers == 1:
+                env = gym.make(args.env_id, image_size=args.image_size)
+                policy = make_policy(args.policy, np.random.default_rng(args.seed))
+                seeds = training_seeds(args.seed, 0, args.scenes)
+                collect(env, writer, seeds, args.steps, policy, args.frame_skip, True)
+                env.close()
+            else:  # worker processes feeding one store
+                envs = async_scene_envs(
+                    args.env_id, args.workers, image_size=args.image_size, max_episode_steps=args.steps
+                )
+                policies = [
+                    make_policy(args.policy, np.random.default_rng([args.seed, i])) for i in range(args.workers)
+                ]
+                steps = -(-args.scenes * args.steps // args.workers)  # ceil: about `scenes` episodes in all
+                collect_vector(envs, writer, steps, policies, seed=args.seed, first_scene_id=args.seed * 1_000_003)
+                envs.close()
+        except KeyboardInterrupt:  # Ctrl-C or `timeout -s INT`: keep what was collected (flushed on exit)
+            interrupted = True
+    if interrupted:
+        print(f"interrupted: {writer.frames_written} frames are in {args.out}", file=sys.stderr)
+        raise SystemExit(130)
+    print(f"wrote {writer.frames_written} frames of {args.scenes} scenes to {args.out}")
 
 
 def _train(args: argparse.Namespace) -> None:

@@ -107,3 +107,30 @@ def test_collect_with_worker_processes_feeds_one_store(tmp_path):
     )
     assert images.shape[1:] == (16, 16, 3) and len(ids) == len(viewpoints) >= 2 * 20
     assert len(np.unique(ids)) >= 4  # a scene id per episode, episodes cut at --steps
+
+
+@pytest.mark.slow
+def test_interrupted_collect_keeps_its_frames_and_says_so(tmp_path):
+    import os
+    import signal
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gqn_env.cli", "collect", "--out", "s.gqnstore", "--scenes", "100000"]
+        + ["--image-size", "16", "--chunk-frames", "8"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as in a terminal
+    )
+    store = tmp_path / "s.gqnstore"
+    deadline = time.monotonic() + 120
+    while (not store.exists() or store.stat().st_size < 2000) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted:" in err and "Traceback" not in err
+    frames = int(err.split("interrupted: ")[1].split(" frames")[0])
+    assert frames > 0 and sum(len(ids) for ids, _, _ in SceneStore(os.fspath(store)).iter_chunks()) == frames
