@@ -39,10 +39,12 @@ from __future__ import annotations
 
 import mmap
 import os
+import signal
 import struct
 import warnings
 import zlib
 from collections.abc import Generator, Iterator
+from contextlib import contextmanager
 from types import TracebackType
 from typing import BinaryIO
 
@@ -286,6 +288,19 @@ class SceneStore:
         self._append_end = end + len(record)
 
 
+@contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM for the calling thread until the block ends (where the OS allows)."""
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: no signal masks
+        yield
+        return
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
 class StoreWriter:
     """Buffer frames and append them to a :class:`SceneStore` in records of ``chunk_frames`` frames.
 
@@ -341,12 +356,17 @@ class StoreWriter:
                 self.flush()
 
     def flush(self) -> None:
-        """Append the pending frames, if any, as one record."""
+        """Append the pending frames, if any, as one record.
+
+        Ctrl-C (SIGINT) and SIGTERM are held until the record is written and counted, so
+        an interrupted collector neither tears a record nor writes one twice on exit.
+        """
         if self._pending:
-            n = self._pending
-            self.store.append(self._ids[:n], self._images[:n], self._viewpoints[:n])
-            self._pending = 0
-            self.frames_written += n
+            with _signals_deferred():
+                n = self._pending
+                self.store.append(self._ids[:n], self._images[:n], self._viewpoints[:n])
+                self._pending = 0
+                self.frames_written += n
 
     def close(self) -> None:
         """Flush and refuse further frames."""

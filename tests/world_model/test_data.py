@@ -437,6 +437,28 @@ def test_store_writer_streams_in_chunks_and_flushes_on_exit(tmp_path):
     assert [int(c[0][0]) for c in read_all(path)[0]] == [3, 3, 3, 4]
 
 
+def test_ctrl_c_during_a_flush_neither_tears_nor_repeats_a_record(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    path = tmp_path / "w.gqnstore"
+    ids, images, vps = frames(3, 8)
+    writer = StoreWriter(path, image_size=S, chunk_frames=4)
+    append = writer.store.append
+
+    def append_then_interrupt(*args):
+        append(*args)
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C just after the record hit the disk
+
+    monkeypatch.setattr(writer.store, "append", append_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        writer.add_batch(ids[:4], images[:4], vps[:4])  # a full chunk: flushes, then the signal lands
+    monkeypatch.setattr(writer.store, "append", append)
+    writer.close()  # what leaving the collector's `with` block does
+    assert writer.frames_written == 4
+    assert sum(len(c[0]) for c in read_all(path)[0]) == 4  # written once, not again by close()
+
+
 def test_bad_frames_are_not_appended(tmp_path):
     path = tmp_path / "f.gqnstore"
     write_store(path, records=1)
