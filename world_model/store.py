@@ -41,6 +41,7 @@ import mmap
 import os
 import signal
 import struct
+import threading
 import warnings
 import zlib
 from collections.abc import Generator, Iterator
@@ -290,15 +291,28 @@ class SceneStore:
 
 @contextmanager
 def _signals_deferred() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM for the calling thread until the block ends (where the OS allows)."""
-    if not hasattr(signal, "pthread_sigmask"):  # Windows: no signal masks
+    """Hold SIGINT and SIGTERM until the block ends, then deliver them to their usual handlers.
+
+    Python runs signal handlers in the main thread only, so the hold is taken there by
+    swapping the handlers (a thread's signal mask would not do: the process's other
+    threads still receive the signal). Elsewhere, and for handlers set outside Python,
+    signals are not held.
+    """
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    caught: list[int] = []
+    held = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(signum) is not None:
+            held[signum] = signal.signal(signum, lambda number, _frame: caught.append(number))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        for signum, handler in held.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(caught):
+            signal.raise_signal(signum)
 
 
 class StoreWriter:
