@@ -30,6 +30,21 @@ def fill_buffer(config: GQNConfig, scenes: int = 6, frames: int = 10, seed: int 
     return buffer
 
 
+def random_scenes(config: GQNConfig, views: tuple[int, ...] = (1, 2, 3), queries: int = 2, seed: int = 0) -> list[dict]:
+    """Evaluation scenes of random pixels: one per entry of ``views`` (its context-view count)."""
+    rng = np.random.default_rng(seed)
+    s, d = config.image_size, config.viewpoint_dim
+    return [
+        {
+            "context_images": rng.integers(0, 256, (k, s, s, 3), dtype=np.uint8),
+            "context_viewpoints": rng.uniform(-1, 1, (k, d)).astype(np.float32),
+            "query_images": rng.integers(0, 256, (queries, s, s, 3), dtype=np.uint8),
+            "query_viewpoints": rng.uniform(-1, 1, (queries, d)).astype(np.float32),
+        }
+        for k in views
+    ]
+
+
 @pytest.fixture
 def tiny_config() -> GQNConfig:
     return GQNConfig.tiny()

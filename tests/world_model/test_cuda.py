@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.world_model.conftest import random_scenes
 from world_model import GQN, Trainer, load_model
 from world_model.evaluation import evaluate
 
@@ -24,20 +25,6 @@ def exact_cuda():
         torch.backends.cuda.matmul.allow_tf32 = False
         yield
         torch.backends.cuda.matmul.allow_tf32 = matmul
-
-
-def _scenes(config, count=3, views=6, seed=0):
-    rng = np.random.default_rng(seed)
-    s, d = config.image_size, config.viewpoint_dim
-    return [
-        {
-            "context_images": rng.integers(0, 256, (views, s, s, 3), dtype=np.uint8),
-            "context_viewpoints": rng.uniform(-1, 1, (views, d)).astype(np.float32),
-            "query_images": rng.integers(0, 256, (2, s, s, 3), dtype=np.uint8),
-            "query_viewpoints": rng.uniform(-1, 1, (2, d)).astype(np.float32),
-        }
-        for _ in range(count)
-    ]
 
 
 def test_cuda_training_checkpoint_loads_on_the_cpu(tiny_config, tiny_buffer, tmp_path):
@@ -74,7 +61,7 @@ def test_cpu_and_cuda_give_the_same_predictions_and_evaluation(tiny_config, exac
     cpu_model = GQN(tiny_config).eval()
     gpu_model = GQN(tiny_config).eval().cuda()
     gpu_model.load_state_dict(cpu_model.state_dict())
-    scenes = _scenes(tiny_config)
+    scenes = random_scenes(tiny_config, views=(6, 6, 6))
     mean_image = np.full((tiny_config.image_size,) * 2 + (3,), 0.5)
     on_cpu = evaluate(cpu_model, scenes, mean_image)
     on_gpu = evaluate(gpu_model, scenes, mean_image)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.world_model.conftest import random_scenes
 from world_model import GQN, evaluate
 from world_model.evaluation import format_table
 
@@ -34,17 +35,8 @@ def test_baselines_on_a_constructed_case(tiny_config):
 
 
 def test_model_and_shuffled_context_use_the_prior_mean_and_a_derangement(tiny_config):
-    rng = np.random.default_rng(0)
-    s, d = tiny_config.image_size, tiny_config.viewpoint_dim
-    scenes = [
-        {
-            "context_images": rng.integers(0, 256, (k, s, s, 3), dtype=np.uint8),
-            "context_viewpoints": rng.uniform(-1, 1, (k, d)).astype(np.float32),
-            "query_images": rng.integers(0, 256, (2, s, s, 3), dtype=np.uint8),
-            "query_viewpoints": rng.uniform(-1, 1, (2, d)).astype(np.float32),
-        }
-        for k in (1, 2, 3)
-    ]
+    s = tiny_config.image_size
+    scenes = random_scenes(tiny_config, views=(1, 2, 3))
     model = GQN(tiny_config)
     results = evaluate(model, scenes, np.zeros((s, s, 3)))
 
