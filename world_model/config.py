@@ -5,25 +5,27 @@ Presets (classmethods):
 * ``GQNConfig.tiny()``: for tests; a training step takes milliseconds.
 * ``GQNConfig.cpu()``: the default; 32x32 images, a 64-channel r from the
   ``patch`` representation network (linear layers over 4x4-pixel patches, see
-  representation.py: cheap enough to run at every env step), one ConvLSTM core
-  (hidden 64, 3x3 kernels) shared across L=6 steps at 8x8, z 8 channels, batch
-  32, 1 to 16 context views per batch (the evaluation uses 16). Measured with
-  ``python -m benchmarks.model_speed`` (2 threads, float32, torch 2.13, K=6
-  context views, another job sharing the 2 cores) with the compact ``pool``
-  tower this preset used before: 73-78 training queries/s, 1.38 GFLOP per query
-  counted by FlopCounterMode, 101-108 GFLOP/s achieved = 63-65% of a 1024^3
-  float32 matmul timed in the same run (161-167 GFLOP/s). The plain formulation
-  of the same model (every core input convolved at every step) ran 49 queries/s
-  in the same conditions. Neighbours measured in one run (queries/s): hidden 48:
-  105, hidden 96: 42, L=4: 96, L=8: 64, 5x5 kernels: 46, r 128: 52, z 4: 78,
-  tower r: 72, unshared cores: 61, batch 64: 79; the paper's sizes at 32x32: 2.2.
-  In a 5-minute screen on one thread each (300-338 steps, 40 held-out scenes) the
-  ``patch`` network trained 15% faster than the ``pool`` tower and scored 19.74 dB
-  against 19.53.
-  On 2 cores, train it as two single-threaded DDP ranks (a second intra-op thread
-  barely speeds up one process): 12371 steps in an hour with ``--anneal-steps
-  6000``, 20.90 dB held out (README, "World model"). L=4 (``--set num_layers=4``)
-  did 16312 steps in the same hour and scored 20.89 dB: a tie, so L stays 6.
+  representation.py: cheap enough to run at every env step), one generator
+  ConvLSTM core (hidden 96, 3x3 kernels) shared across L=6 steps at 8x8, a
+  narrow inference core (hidden 16), z 8 channels, batch 32, 1 to 16 context
+  views per batch (the evaluation uses 16).
+  Speed (``python -m benchmarks.model_speed --threads 1``, float32, torch 2.13,
+  K=6 context views, quiet machine): 74 training queries/s, 1.09 GFLOP per query
+  counted by FlopCounterMode, 0.88 of a 1024^3 float32 matmul timed in the same
+  run. The previous preset (hidden 64 in both cores) ran 73 queries/s with 1.17
+  GFLOP: at equal width the inference core is 60% of a step's FLOPs, and it
+  only has to choose z, which carries a few nats at annealed sigma; narrowing it
+  to 16 paid for a 1.5x wider generator. Neighbours in the same run: hidden 64
+  with inference 32: 105 queries/s; hidden 96/inference 32: 64; hidden 128/
+  inference 16: 50 (L=4: 72). The plain formulation of the ConvLSTM (every
+  core input convolved at every step) ran 49 queries/s against 73-78 for the
+  rewritten one, measured with an earlier preset (generator.py).
+  Quality (README, "World model"): trained as two single-threaded DDP ranks on
+  the 2 cores (a second intra-op thread barely speeds up one process), 12698
+  steps in an hour with ``--anneal-steps 6000``, 21.12 dB held out, against
+  20.90 in 12371 steps for the previous preset. Tried on the previous preset and
+  not kept: L=4 (16312 steps in the hour, 20.89 dB), hidden 48, batch 64, other
+  learning rates, a wider patch network.
 * ``GQNConfig.paper()``: the sizes of Eslami et al. (2018): r 256, the paper's
   tower, L 12 unshared cores, hidden 128, 5x5 kernels, 64x64 images, batch 36,
   sigma 2.0 -> 0.7 over 200k steps, learning rate 5e-4 -> 5e-5 over 1.6M steps.
@@ -57,6 +59,7 @@ ARCHITECTURE_FIELDS = (
     "core_kernel_size",
     "share_core",
     "downsample",
+    "inference_channels",
 )
 
 
@@ -78,7 +81,13 @@ class GQNConfig:
     tower_layout: str = "compact"
     """``paper``: the published tower layer for layer; ``compact``: one convolution per stage."""
     hidden_channels: int = 64
-    """ConvLSTM hidden channels in the generator and the inference network."""
+    """ConvLSTM hidden channels of the generator (and of the inference network unless
+    ``inference_channels`` is set)."""
+    inference_channels: int = 0
+    """ConvLSTM hidden channels of the inference network; 0 (the default, and the value of every
+    checkpoint saved before this field existed): ``hidden_channels``, as in the paper. The inference
+    core only has to say what z should carry, which at annealed sigma is a few nats, so it can be
+    narrower than the generator's; at equal width it is most of a training step's cost."""
     z_channels: int = 8
     """Channels of the latent z per generation step."""
     num_layers: int = 6
@@ -136,7 +145,7 @@ class GQNConfig:
     @classmethod
     def cpu(cls) -> GQNConfig:
         """The default: useful quality in about an hour on 2 CPU cores (numbers in the module docstring)."""
-        return cls()
+        return cls(hidden_channels=96, inference_channels=16)
 
     @classmethod
     def paper(cls) -> GQNConfig:
@@ -213,6 +222,11 @@ class GQNConfig:
         return self.image_size // self.downsample
 
     @property
+    def inference_size(self) -> int:
+        """Hidden channels of the inference core (``inference_channels`` or, if 0, ``hidden_channels``)."""
+        return self.inference_channels or self.hidden_channels
+
+    @property
     def representation_shape(self) -> tuple[int, int, int]:
         """Shape ``(C, h, w)`` of the scene representation r."""
         if self.representation in ("pool", "patch"):
@@ -240,6 +254,8 @@ class GQNConfig:
             raise ValueError(f"GQNConfig.representation must be one of {REPRESENTATIONS}, got {self.representation!r}")
         if self.tower_layout not in TOWER_LAYOUTS:
             raise ValueError(f"GQNConfig.tower_layout must be one of {TOWER_LAYOUTS}, got {self.tower_layout!r}")
+        if not isinstance(self.inference_channels, int) or self.inference_channels < 0:
+            raise ValueError(f"GQNConfig.inference_channels must be >= 0, got {self.inference_channels!r}")
         if self.tower_layout == "paper" and self.downsample < 2:
             raise ValueError(f"GQNConfig.downsample must be >= 2 for the paper tower, got {self.downsample}")
         if self.core_kernel_size % 2 == 0:
@@ -270,7 +286,7 @@ class GQNConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GQNConfig:
-        """Build from :meth:`to_dict` output, rejecting unknown keys."""
+        """Build from :meth:`to_dict` output, rejecting unknown keys (missing ones take the defaults)."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

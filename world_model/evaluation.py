@@ -14,6 +14,11 @@ deterministic "mean" prediction) with the true image, next to:
 
 MSE is per pixel on [0, 1] images; PSNR is the mean over queries of
 ``-10 log10(MSE)`` per image.
+
+The gain over (b) depends on how close the query is to the nearest context view:
+copying an almost identical frame is hard to beat. So the queries are also split
+into :data:`DISTANCE_BINS` equal-count bins by that distance, and the gain over the
+nearest view is reported per bin (``gap_db_nearest_bin1`` nearest ...).
 """
 
 from __future__ import annotations
@@ -24,6 +29,11 @@ import numpy as np
 import torch
 
 METHODS = ("model", "mean_image", "nearest", "shuffled")
+DISTANCE_BINS = 5
+
+
+def _psnr(per_image_mse: np.ndarray) -> float:
+    return float(np.mean(-10 * np.log10(np.maximum(per_image_mse, 1e-10))))
 
 
 def _per_image_mse(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -54,13 +64,16 @@ def evaluate(
 
     Returns:
         ``mse_<method>``, ``psnr_<method>`` for each method, ``gap_db_<baseline>`` =
-        model PSNR minus baseline PSNR, and counts.
+        model PSNR minus baseline PSNR, counts, and for each distance bin ``i`` (1 = the
+        queries nearest a context view) ``gap_db_nearest_bin<i>`` and
+        ``nearest_distance_bin<i>`` (the bin's largest viewpoint distance).
     """
     if len(scenes) < 2:
         raise ValueError(f"Need at least 2 scenes (the shuffled baseline borrows another scene), got {len(scenes)}")
     was_training = model.training
     model.eval()
     mse: dict[str, list[np.ndarray]] = {m: [] for m in METHODS}
+    nearest_distance: list[np.ndarray] = []
     mean_image = np.asarray(mean_image, dtype=np.float64)
     for i, scene in enumerate(scenes):
         other = scenes[(i + 1) % len(scenes)]
@@ -71,18 +84,24 @@ def evaluate(
         # (Q, K) distances between query and context viewpoints
         dist = np.linalg.norm(qv[:, None, :] - scene["context_viewpoints"][None, :, :], axis=-1)
         nearest = scene["context_images"][dist.argmin(axis=1)].astype(np.float64) / 255.0
+        nearest_distance.append(dist.min(axis=1))
         mse["model"].append(_per_image_mse(pred, truth))
         mse["shuffled"].append(_per_image_mse(shuffled, truth))
         mse["nearest"].append(_per_image_mse(nearest, truth))
         mse["mean_image"].append(_per_image_mse(np.broadcast_to(mean_image, truth.shape), truth))
     model.train(was_training)
     results: dict[str, float] = {"scenes": float(len(scenes)), "queries": float(sum(len(m) for m in mse["model"]))}
-    for method, values in mse.items():
-        per_image = np.concatenate(values)
-        results[f"mse_{method}"] = float(per_image.mean())
-        results[f"psnr_{method}"] = float(np.mean(-10 * np.log10(np.maximum(per_image, 1e-10))))
+    per_image = {method: np.concatenate(values) for method, values in mse.items()}  # (Q_total,) each
+    for method, values in per_image.items():
+        results[f"mse_{method}"] = float(values.mean())
+        results[f"psnr_{method}"] = _psnr(values)
     for method in METHODS[1:]:
         results[f"gap_db_{method}"] = results["psnr_model"] - results[f"psnr_{method}"]
+    distance = np.concatenate(nearest_distance)  # (Q_total,)
+    bins = np.array_split(np.argsort(distance, kind="stable"), min(DISTANCE_BINS, len(distance)))
+    for i, idx in enumerate(bins, start=1):
+        results[f"gap_db_nearest_bin{i}"] = _psnr(per_image["model"][idx]) - _psnr(per_image["nearest"][idx])
+        results[f"nearest_distance_bin{i}"] = float(distance[idx].max())
     return results
 
 
@@ -93,4 +112,10 @@ def format_table(results: dict[str, float]) -> str:
         gain = "" if method == "model" else f"{results[f'gap_db_{method}']:+.2f}"
         lines.append(f"{method:<12} {results[f'mse_{method}']:>9.5f} {results[f'psnr_{method}']:>8.2f} {gain:>14}")
     lines.append(f"({int(results['scenes'])} held-out scenes, {int(results['queries'])} queries)")
+    bins = sorted(int(k.removeprefix("gap_db_nearest_bin")) for k in results if k.startswith("gap_db_nearest_bin"))
+    if bins:
+        gains = " ".join(f"{results[f'gap_db_nearest_bin{i}']:+.2f}" for i in bins)
+        edges = " ".join(f"{results[f'nearest_distance_bin{i}']:.2f}" for i in bins)
+        lines.append(f"gain over nearest by distance to it, {len(bins)} equal bins, near to far: {gains}")
+        lines.append(f"(bins end at viewpoint distances {edges})")
     return "\n".join(lines)

@@ -156,8 +156,9 @@ class ConvDRAW(nn.Module):
     """Generator and inference network of the GQN.
 
     Channel layout of the cores' inputs (the order of their convolution weights):
-    generator ``[z (Z), v (D), r (R)]``, inference ``[x (H), h_gen (H), v (D), r (R)]``,
-    each followed by the core's own hidden state.
+    generator ``[z (Z), v (D), r (R)]``, inference ``[x (I), h_gen (H), v (D), r (R)]``,
+    each followed by the core's own hidden state (H channels for the generator, I =
+    ``config.inference_size`` for the inference core).
     """
 
     def __init__(self, config: GQNConfig) -> None:
@@ -172,11 +173,12 @@ class ConvDRAW(nn.Module):
         )
         cores = 1 if config.share_core else config.num_layers
         self.generator_cores = nn.ModuleList(ConvLSTMCell(z + d + r, hid, k) for _ in range(cores))
-        self.inference_cores = nn.ModuleList(ConvLSTMCell(hid + hid + d + r, hid, k) for _ in range(cores))
+        inf = config.inference_size
+        self.inference_cores = nn.ModuleList(ConvLSTMCell(inf + hid + d + r, inf, k) for _ in range(cores))
         self.prior = nn.Conv2d(hid, 2 * z, k, padding=k // 2)
-        self.posterior = nn.Conv2d(hid, 2 * z, k, padding=k // 2)
+        self.posterior = nn.Conv2d(inf, 2 * z, k, padding=k // 2)
         ds = config.downsample
-        self.target_down = nn.Conv2d(3, hid, ds, stride=ds)  # query image -> hidden resolution
+        self.target_down = nn.Conv2d(3, inf, ds, stride=ds)  # query image -> hidden resolution
         self.canvas_up = nn.ConvTranspose2d(hid, hid, ds, stride=ds)
         self.to_image = nn.Conv2d(hid, 3, 1)
         self.register_buffer("tap_mask", tap_mask(config.hidden_size, k), persistent=False)
@@ -209,17 +211,19 @@ class ConvDRAW(nn.Module):
         """
         cfg = self.config
         b, s, hid, zc = viewpoints.shape[0], cfg.hidden_size, cfg.hidden_channels, cfg.z_channels
+        inf = cfg.inference_size
         mask = self.tap_mask
         # Everything that does not change over the L steps, once per pass (per core if unshared).
         gen_fixed = [c.fixed_gates(self._conditioning(r, viewpoints, zc), mask) for c in self.generator_cores]
         gen_weight = [c.step_weight([(0, zc)]) for c in self.generator_cores]  # z, then h_gen
         if target is not None:
-            x = self.target_down(target)  # (B, H, s, s)
-            inf_parts = [(0, x), *self._conditioning(r, viewpoints, 2 * hid)]
+            x = self.target_down(target)  # (B, I, s, s)
+            inf_parts = [(0, x), *self._conditioning(r, viewpoints, inf + hid)]
             inf_fixed = [c.fixed_gates(inf_parts, mask) for c in self.inference_cores]
-            inf_weight = [c.step_weight([(hid, hid)]) for c in self.inference_cores]  # h_gen, then h_inf
+            inf_weight = [c.step_weight([(inf, hid)]) for c in self.inference_cores]  # h_gen, then h_inf
         zeros = viewpoints.new_zeros(b, hid, s, s)
-        h_gen, c_gen, h_inf, c_inf, canvas = zeros, zeros, zeros, zeros, zeros
+        h_gen, c_gen, canvas = zeros, zeros, zeros
+        h_inf = c_inf = viewpoints.new_zeros(b, inf, s, s)
         kl = viewpoints.new_zeros(b)
         for step in range(cfg.num_layers):
             core = step if len(self.generator_cores) > 1 else 0

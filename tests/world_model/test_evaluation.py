@@ -9,6 +9,15 @@ from world_model import GQN, evaluate
 from world_model.evaluation import format_table
 
 
+def predict_one(config, scene, query):
+    """The prior-mean prediction of query ``query`` of ``scene`` by a fresh model, ``(S, S, 3)`` in [0, 1]."""
+    model = GQN(config)
+    with torch.no_grad():
+        r = model.scene_representation(scene["context_images"][None], scene["context_viewpoints"][None])
+        pred = model.generate(r, scene["query_viewpoints"][query : query + 1], sample=False)
+    return pred[0].movedim(0, -1).double().numpy()
+
+
 def test_baselines_on_a_constructed_case(tiny_config):
     s, d = tiny_config.image_size, tiny_config.viewpoint_dim
     scenes = []
@@ -30,6 +39,16 @@ def test_baselines_on_a_constructed_case(tiny_config):
     assert results["queries"] == 4 and results["scenes"] == 2
     assert results["gap_db_mean_image"] == pytest.approx(results["psnr_model"] - results["psnr_mean_image"])
     assert "shuffled" in format_table(results)
+    # 4 queries, 4 distance bins of one query each; distances 0.1, 0.2, 0.1, 0.2 -> order 0, 2, 1, 3.
+    model_psnr = [
+        -10 * np.log10(((predict_one(tiny_config, sc, q) - sc["query_images"][q] / 255) ** 2).mean())
+        for sc in scenes
+        for q in range(2)
+    ]
+    for i, query in enumerate([0, 2, 1, 3], start=1):  # a copy's PSNR is floored at 100 dB
+        assert results[f"gap_db_nearest_bin{i}"] == pytest.approx(model_psnr[query] - 100.0, abs=1e-4)
+        assert results[f"nearest_distance_bin{i}"] == pytest.approx([0.1, 0.1, 0.2, 0.2][i - 1])
+    assert "near to far" in format_table(results)
     with pytest.raises(ValueError, match="at least 2 scenes"):
         evaluate(GQN(tiny_config), scenes[:1], mean_image)
 

@@ -20,11 +20,15 @@ def batch(config, rng=None):
     )
 
 
-@pytest.mark.parametrize("representation", ["pool", "tower"])
+@pytest.mark.parametrize("representation", ["pool", "tower", "patch"])
 @pytest.mark.parametrize("share_core", [True, False])
-def test_shapes_and_every_parameter_gets_a_gradient(representation, share_core):
-    config = GQNConfig.tiny().replace(representation=representation, share_core=share_core)
+@pytest.mark.parametrize("inference_channels", [0, 5])
+def test_shapes_and_every_parameter_gets_a_gradient(representation, share_core, inference_channels):
+    config = GQNConfig.tiny().replace(
+        representation=representation, share_core=share_core, inference_channels=inference_channels
+    )
     model = GQN(config)
+    assert model.generator.inference_cores[0].hidden_channels == (inference_channels or config.hidden_channels)
     ci, cv, qi, qv = batch(config)
     out = model(ci, cv, qi, qv, sigma=1.0)
     assert out["mean"].shape == (B, 3, config.image_size, config.image_size)
@@ -122,6 +126,7 @@ def test_bad_sigma_raises():
         ({"tower_layout": "deep"}, "tower_layout"),
         ({"tower_layout": "paper", "downsample": 1}, "paper tower"),
         ({"grad_clip": -1.0}, "grad_clip"),
+        ({"inference_channels": -1}, "inference_channels"),
     ],
 )
 def test_bad_config_raises(changes, match):
@@ -146,6 +151,11 @@ def test_config_round_trip_and_presets():
     with pytest.raises(ValueError, match="Unknown preset"):
         GQNConfig.preset("huge")
     assert GQNConfig.from_dict({"image_size": 16}) == GQNConfig(image_size=16)  # missing keys: defaults
+    # A config saved before inference_channels existed had an inference core as wide as the generator.
+    saved = {
+        k: v for k, v in GQNConfig.cpu().replace(inference_channels=0).to_dict().items() if k != "inference_channels"
+    }
+    assert GQNConfig.from_dict(saved).inference_size == GQNConfig.cpu().hidden_channels
     scaled = GQNConfig.cpu().with_anneal_steps(300)
     assert (scaled.sigma_anneal_steps, scaled.lr_anneal_steps) == (300, 600)
     assert scaled.architecture() == GQNConfig.cpu().architecture()
