@@ -29,13 +29,12 @@ import gqn_env  # noqa: F401
 from agents.world_model_training import make_eval_scenes
 from benchmarks._common import format_table, write_json
 from gqn_env.envs.gqn_maze import load_world_model
+from world_model.evaluation import per_image_mse, per_image_psnr
 
 
 def psnr(pred: torch.Tensor, truth: np.ndarray) -> np.ndarray:
     """Per-image PSNR of ``(Q, 3, S, S)`` predictions against ``(Q, S, S, 3)`` uint8 truth."""
-    p = pred.movedim(1, -1).numpy().astype(np.float64)
-    mse = ((p - truth / 255.0) ** 2).reshape(len(truth), -1).mean(axis=1)
-    return -10 * np.log10(np.maximum(mse, 1e-10))
+    return per_image_psnr(per_image_mse(pred.movedim(1, -1).numpy(), truth / 255.0))
 
 
 @torch.inference_mode()

@@ -32,11 +32,17 @@ METHODS = ("model", "mean_image", "nearest", "shuffled")
 DISTANCE_BINS = 5
 
 
-def _psnr(per_image_mse: np.ndarray) -> float:
-    return float(np.mean(-10 * np.log10(np.maximum(per_image_mse, 1e-10))))
+def per_image_psnr(mse: np.ndarray) -> np.ndarray:
+    """PSNR in dB of each image from its MSE on [0, 1] pixels (floored at 1e-10: an exact copy scores 100 dB)."""
+    return -10 * np.log10(np.maximum(mse, 1e-10))
 
 
-def _per_image_mse(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+def _mean_psnr(mse: np.ndarray) -> float:
+    return float(per_image_psnr(mse).mean())
+
+
+def per_image_mse(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """MSE of each image, ``(N, ...)`` against ``(N, ...)`` on the same scale, in float64: ``(N,)``."""
     return ((pred.astype(np.float64) - truth.astype(np.float64)) ** 2).reshape(len(truth), -1).mean(axis=1)
 
 
@@ -85,22 +91,22 @@ def evaluate(
         dist = np.linalg.norm(qv[:, None, :] - scene["context_viewpoints"][None, :, :], axis=-1)
         nearest = scene["context_images"][dist.argmin(axis=1)].astype(np.float64) / 255.0
         nearest_distance.append(dist.min(axis=1))
-        mse["model"].append(_per_image_mse(pred, truth))
-        mse["shuffled"].append(_per_image_mse(shuffled, truth))
-        mse["nearest"].append(_per_image_mse(nearest, truth))
-        mse["mean_image"].append(_per_image_mse(np.broadcast_to(mean_image, truth.shape), truth))
+        mse["model"].append(per_image_mse(pred, truth))
+        mse["shuffled"].append(per_image_mse(shuffled, truth))
+        mse["nearest"].append(per_image_mse(nearest, truth))
+        mse["mean_image"].append(per_image_mse(np.broadcast_to(mean_image, truth.shape), truth))
     model.train(was_training)
     results: dict[str, float] = {"scenes": float(len(scenes)), "queries": float(sum(len(m) for m in mse["model"]))}
     per_image = {method: np.concatenate(values) for method, values in mse.items()}  # (Q_total,) each
     for method, values in per_image.items():
         results[f"mse_{method}"] = float(values.mean())
-        results[f"psnr_{method}"] = _psnr(values)
+        results[f"psnr_{method}"] = _mean_psnr(values)
     for method in METHODS[1:]:
         results[f"gap_db_{method}"] = results["psnr_model"] - results[f"psnr_{method}"]
     distance = np.concatenate(nearest_distance)  # (Q_total,)
     bins = np.array_split(np.argsort(distance, kind="stable"), min(DISTANCE_BINS, len(distance)))
     for i, idx in enumerate(bins, start=1):
-        results[f"gap_db_nearest_bin{i}"] = _psnr(per_image["model"][idx]) - _psnr(per_image["nearest"][idx])
+        results[f"gap_db_nearest_bin{i}"] = _mean_psnr(per_image["model"][idx]) - _mean_psnr(per_image["nearest"][idx])
         results[f"nearest_distance_bin{i}"] = float(distance[idx].max())
     return results
 
@@ -112,7 +118,7 @@ def format_table(results: dict[str, float]) -> str:
         gain = "" if method == "model" else f"{results[f'gap_db_{method}']:+.2f}"
         lines.append(f"{method:<12} {results[f'mse_{method}']:>9.5f} {results[f'psnr_{method}']:>8.2f} {gain:>14}")
     lines.append(f"({int(results['scenes'])} held-out scenes, {int(results['queries'])} queries)")
-    bins = sorted(int(k.removeprefix("gap_db_nearest_bin")) for k in results if k.startswith("gap_db_nearest_bin"))
+    bins = [i for i in range(1, DISTANCE_BINS + 1) if f"gap_db_nearest_bin{i}" in results]
     if bins:
         gains = " ".join(f"{results[f'gap_db_nearest_bin{i}']:+.2f}" for i in bins)
         edges = " ".join(f"{results[f'nearest_distance_bin{i}']:.2f}" for i in bins)
