@@ -43,7 +43,8 @@ import gqn_env  # noqa: F401
 from agents.world_model_training import OnlineSchedule, make_eval_scenes, train_online
 from benchmarks._common import format_table, write_json
 from benchmarks.model_speed import step_flops
-from world_model import GQNConfig, Trainer, evaluate
+from gqn_env.cli import config_from_args
+from world_model import Trainer, evaluate
 from world_model.data import SceneBuffer
 from world_model.distributed import DistributedTrainer, scenes_per_rank, sum_over_ranks, torchrun_group
 from world_model.evaluation import format_table as format_eval_table
@@ -100,14 +101,7 @@ def main() -> None:
 def run(args: argparse.Namespace, rank: int, world: int) -> None:
     """Train, then (rank 0) evaluate and report."""
     peak = matmul_gflops()
-    config = GQNConfig.preset(args.preset)
-    if args.anneal_steps:
-        config = config.with_anneal_steps(args.anneal_steps)
-    if args.set:
-        try:
-            config = config.with_overrides(args.set)
-        except ValueError as e:
-            raise SystemExit(f"--set: {e}") from None
+    config = config_from_args(args.preset, args.anneal_steps, args.set)
     schedule = OnlineSchedule(env_id=args.env_id, warmup_scenes=args.warmup_scenes)
     buffer = SceneBuffer(
         image_size=config.image_size, max_scenes=scenes_per_rank(schedule.max_scenes, world), seed=rank

@@ -19,6 +19,25 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
+
+
+def config_from_args(preset: Any, anneal_steps: int | None, overrides: list[str] | None):
+    """A :class:`world_model.GQNConfig` with ``--anneal-steps`` and ``--set FIELD=VALUE`` applied.
+
+    ``preset`` is a preset's name or a config (a resumed checkpoint's). A bad ``--set``
+    item exits with a message naming it (shared by ``gqn-gym train`` and
+    ``benchmarks.world_model``).
+    """
+    from world_model import GQNConfig
+
+    config = GQNConfig.preset(preset) if isinstance(preset, str) else preset
+    if anneal_steps:
+        config = config.with_anneal_steps(anneal_steps)
+    try:
+        return config.with_overrides(overrides or [])
+    except ValueError as e:
+        raise SystemExit(f"--set: {e}") from None
 
 
 def _collect(args: argparse.Namespace) -> None:
@@ -77,18 +96,14 @@ def _train_process(args: argparse.Namespace, rank: int, world: int) -> None:
 
     ckpt = Path(args.checkpoint)
     resume = args.resume and ckpt.exists()
-    if resume:
-        config = GQNConfig.from_dict(load_checkpoint(ckpt)["config"])
+    if resume:  # the checkpoint's config; --set/--anneal-steps may change its schedules, not its architecture
+        saved = GQNConfig.from_dict(load_checkpoint(ckpt)["config"])
+        config = config_from_args(saved, args.anneal_steps, args.set)
+        if config.architecture() != saved.architecture():
+            changed = sorted(k for k, v in config.architecture().items() if saved.architecture()[k] != v)
+            raise SystemExit(f"--set: a resumed run keeps its checkpoint's architecture; cannot change {changed}")
     else:
-        config = GQNConfig.preset(args.preset)
-        if args.anneal_steps:
-            config = config.with_anneal_steps(args.anneal_steps)
-        try:
-            config = config.with_overrides(args.set)
-        except ValueError as e:
-            raise SystemExit(f"--set: {e}") from None
-    if resume and args.set:
-        raise SystemExit("--set changes a new model's config; a resumed run keeps its checkpoint's")
+        config = config_from_args(args.preset, args.anneal_steps, args.set)
     schedule = OnlineSchedule(
         env_id=args.env_id,
         policy=args.policy,
@@ -118,9 +133,12 @@ def _train_process(args: argparse.Namespace, rank: int, world: int) -> None:
         buffer = SceneBuffer(image_size=config.image_size, max_scenes=max_scenes, seed=rank)
     cls = DistributedTrainer if world > 1 else Trainer
     if resume:
-        trainer = cls.load(ckpt, buffer, device=args.device, log_dir=args.log_dir)
+        trainer = cls.load(ckpt, buffer, device=args.device, log_dir=args.log_dir, config=config)
         if rank == 0:
             print(f"resuming from {ckpt} at step {trainer.step_count}")
+            if config != saved:
+                changes = {k: v for k, v in config.to_dict().items() if saved.to_dict()[k] != v}
+                print(f"with changed settings {changes}")
     else:
         trainer = cls(config, buffer, device=args.device, log_dir=args.log_dir)
     summary = train_online(

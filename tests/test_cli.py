@@ -57,6 +57,19 @@ def test_collect_train_resume_evaluate(tmp_path):
     assert "resuming from c.pt at step 4" in out
     data = load_checkpoint(tmp_path / "c.pt")
     assert data["step"] == 6 and data["extra"]["mean_image"].shape == (16, 16, 3)
+    # A resumed run may extend its schedules, not change its architecture.
+    out = gqn_gym("train", *common, "--resume", "--steps", "7", "--set", "lr_anneal_steps=500", cwd=tmp_path)
+    assert "'lr_anneal_steps': 500" in out
+    assert load_checkpoint(tmp_path / "c.pt")["config"]["lr_anneal_steps"] == 500
+    bad = subprocess.run(
+        [sys.executable, "-m", "gqn_env.cli", "train", *common, "--resume", "--steps", "8", "--set", "num_layers=3"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode != 0 and "architecture" in bad.stderr and "num_layers" in bad.stderr
+    assert load_checkpoint(tmp_path / "c.pt")["step"] == 7
     out = gqn_gym(
         "evaluate",
         "--checkpoint",

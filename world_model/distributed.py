@@ -126,12 +126,20 @@ class DistributedTrainer(Trainer):
         self._reseed(self.step_count)
 
     @classmethod
-    def load(cls, path: str | Path, sampler: Any, device: str | torch.device = "cpu", **kwargs: Any) -> Trainer:
-        """Resume from a checkpoint (written by any number of ranks)."""
+    def load(
+        cls,
+        path: str | Path,
+        sampler: Any,
+        device: str | torch.device = "cpu",
+        config: GQNConfig | None = None,
+        **kwargs: Any,
+    ) -> Trainer:
+        """Resume from a checkpoint (written by any number of ranks); ``config`` as in :meth:`Trainer.load`."""
         from world_model.checkpoint import load_checkpoint
 
         data = load_checkpoint(path, map_location=device)
-        trainer = cls(GQNConfig.from_dict(data["config"]), sampler, device=device, **kwargs)
+        config = GQNConfig.from_dict(data["config"]) if config is None else config
+        trainer = cls(config, sampler, device=device, **kwargs)
         trainer.load_state(data, path)
         return trainer
 

@@ -285,10 +285,22 @@ class Trainer:
         return save_checkpoint(path, self.state())
 
     @classmethod
-    def load(cls, path: str | Path, sampler: Any, device: str | torch.device = "cpu", **kwargs: Any) -> Trainer:
-        """Resume from a checkpoint written by :meth:`save`."""
+    def load(
+        cls,
+        path: str | Path,
+        sampler: Any,
+        device: str | torch.device = "cpu",
+        config: GQNConfig | None = None,
+        **kwargs: Any,
+    ) -> Trainer:
+        """Resume from a checkpoint written by :meth:`save`.
+
+        ``config`` (default: the saved one) may change the schedules and training
+        settings, e.g. to extend a run; its architecture must be the saved one's
+        (:class:`world_model.CheckpointError` otherwise).
+        """
         data = load_checkpoint(path, map_location=device)
-        config = GQNConfig.from_dict(data["config"])
+        config = GQNConfig.from_dict(data["config"]) if config is None else config
         trainer = cls(config, sampler, device=device, **kwargs)
         trainer.load_state(data, path)
         return trainer

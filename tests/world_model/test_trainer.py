@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from world_model import GQN, BackgroundTrainer, Trainer
+from world_model import GQN, BackgroundTrainer, CheckpointError, Trainer
 from world_model.trainer import linear_anneal
 
 
@@ -63,6 +63,22 @@ def test_resume_gives_bit_identical_next_steps(tiny_config, tiny_buffer, tmp_pat
         assert sa["loss"] == sb["loss"]
     for (k, va), vb in zip(a.model.state_dict().items(), b.model.state_dict().values(), strict=True):
         assert torch.equal(va, vb), k
+
+
+def test_resume_with_new_schedules_keeps_the_weights_and_refuses_another_architecture(
+    tiny_config, tiny_buffer, tmp_path
+):
+    a = Trainer(tiny_config, tiny_buffer)
+    for _ in range(3):
+        a.step()
+    a.save(tmp_path / "ckpt.pt")
+    longer = tiny_config.replace(lr_anneal_steps=10 * tiny_config.lr_anneal_steps, context_min=2)
+    b = Trainer.load(tmp_path / "ckpt.pt", tiny_buffer, config=longer)
+    assert b.step_count == 3 and b.config == longer and b.lr > a.lr
+    for (k, va), vb in zip(a.model.state_dict().items(), b.model.state_dict().values(), strict=True):
+        assert torch.equal(va, vb), k
+    with pytest.raises(CheckpointError, match="num_layers"):
+        Trainer.load(tmp_path / "ckpt.pt", tiny_buffer, config=tiny_config.replace(num_layers=3))
 
 
 def test_nan_loss_is_skipped_and_weights_unchanged(tiny_config, tiny_buffer):
