@@ -262,7 +262,9 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("evaluate", help="held-out PSNR against the baselines")
     p.add_argument("--checkpoint", default=None, help="default: the bundled model")
     p.add_argument("--env-id", default="GQNMazeScene-S3-v0")
-    p.add_argument("--scenes", type=int, default=50)
+    p.add_argument(
+        "--scenes", type=int, default=100, help="held-out scenes (default: the 100 of benchmarks.world_model)"
+    )
     p.add_argument("--context", type=int, default=16)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default=None, help="JSON file for the results")
