@@ -90,18 +90,21 @@ def _train(args: argparse.Namespace) -> None:
 
 def _train_process(args: argparse.Namespace, rank: int, world: int) -> None:
     from agents.world_model_training import OnlineSchedule, train_online
-    from world_model import GQNConfig, Trainer, load_checkpoint
+    from world_model import CheckpointError, GQNConfig, Trainer, load_checkpoint
+    from world_model.checkpoint import check_compatible
     from world_model.data import SceneBuffer
     from world_model.distributed import DistributedTrainer, scenes_per_rank
 
     ckpt = Path(args.checkpoint)
     resume = args.resume and ckpt.exists()
     if resume:  # the checkpoint's config; --set/--anneal-steps may change its schedules, not its architecture
-        saved = GQNConfig.from_dict(load_checkpoint(ckpt)["config"])
+        data = load_checkpoint(ckpt)
+        saved = GQNConfig.from_dict(data["config"])
         config = config_from_args(saved, args.anneal_steps, args.set)
-        if config.architecture() != saved.architecture():
-            changed = sorted(k for k, v in config.architecture().items() if saved.architecture()[k] != v)
-            raise SystemExit(f"--set: a resumed run keeps its checkpoint's architecture; cannot change {changed}")
+        try:
+            check_compatible(data, config, ckpt)
+        except CheckpointError as e:
+            raise SystemExit(f"--set: a resumed run keeps its checkpoint's architecture; {e}") from None
     else:
         config = config_from_args(args.preset, args.anneal_steps, args.set)
     schedule = OnlineSchedule(
@@ -137,8 +140,8 @@ def _train_process(args: argparse.Namespace, rank: int, world: int) -> None:
         if rank == 0:
             print(f"resuming from {ckpt} at step {trainer.step_count}")
             if config != saved:
-                changes = {k: v for k, v in config.to_dict().items() if saved.to_dict()[k] != v}
-                print(f"with changed settings {changes}")
+                before = saved.to_dict()
+                print(f"with changed settings { {k: v for k, v in config.to_dict().items() if before[k] != v} }")
     else:
         trainer = cls(config, buffer, device=args.device, log_dir=args.log_dir)
     summary = train_online(

@@ -68,6 +68,7 @@ class DistributedTrainer(Trainer):
     Call after ``torch.distributed.init_process_group``. Every rank builds the same
     initial weights from ``config.seed`` (and DDP broadcasts rank 0's at
     construction anyway); ``config.batch_size`` is the global batch.
+    :meth:`Trainer.load` resumes it from a checkpoint written by any number of ranks.
 
     Args:
         config: The model config (global batch size).
@@ -124,24 +125,6 @@ class DistributedTrainer(Trainer):
         data = {**data, "config": {**data["config"], "batch_size": self.config.batch_size}}
         super().load_state(data, path)
         self._reseed(self.step_count)
-
-    @classmethod
-    def load(
-        cls,
-        path: str | Path,
-        sampler: Any,
-        device: str | torch.device = "cpu",
-        config: GQNConfig | None = None,
-        **kwargs: Any,
-    ) -> Trainer:
-        """Resume from a checkpoint (written by any number of ranks); ``config`` as in :meth:`Trainer.load`."""
-        from world_model.checkpoint import load_checkpoint
-
-        data = load_checkpoint(path, map_location=device)
-        config = GQNConfig.from_dict(data["config"]) if config is None else config
-        trainer = cls(config, sampler, device=device, **kwargs)
-        trainer.load_state(data, path)
-        return trainer
 
 
 def scenes_per_rank(max_scenes: int, world_size: int) -> int:

@@ -88,11 +88,6 @@ def forward_batch(
     )
 
 
-def pixel_nll(target: torch.Tensor, mean: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Gaussian negative log-likelihood of each query image, summed over pixels: ``(B, 3, S, S)`` x2 -> ``(B,)``."""
-    return (0.5 * ((target - mean) / sigma) ** 2 + math.log(sigma) + HALF_LOG_2PI).flatten(1).sum(dim=1)
-
-
 class GQN(nn.Module):
     """A Generative Query Network built from a :class:`GQNConfig`."""
 
@@ -170,7 +165,8 @@ class GQN(nn.Module):
                 f"Batch sizes differ: context {r.shape[0]}, queries {target.shape[0]}, viewpoints {qv.shape[0]}"
             )
         mean, kl = self.generator.run(r, qv, target=target, generator=generator)
-        nll = pixel_nll(target, mean, sigma)  # (B,)
+        # Gaussian pixel likelihood, summed over pixels: (B,)
+        nll = (0.5 * ((target - mean) / sigma) ** 2 + math.log(sigma) + HALF_LOG_2PI).flatten(1).sum(dim=1)
         return {
             "loss": (nll + kl).mean(),
             "nll": nll.mean(),
