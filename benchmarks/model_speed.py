@@ -48,6 +48,7 @@ def candidates() -> dict[str, GQNConfig]:
         "cpu-tower": cpu.replace(representation="tower"),
         "cpu-unshared": cpu.replace(share_core=False),
         "cpu-b64": cpu.replace(batch_size=64),
+        "cpu-view48": cpu.replace(view_channels=48),
         "paper@32px": GQNConfig.paper().replace(image_size=32, batch_size=8),
     }
 

@@ -60,6 +60,7 @@ ARCHITECTURE_FIELDS = (
     "share_core",
     "downsample",
     "inference_channels",
+    "view_channels",
 )
 
 
@@ -88,6 +89,11 @@ class GQNConfig:
     checkpoint saved before this field existed): ``hidden_channels``, as in the paper. The inference
     core only has to say what z should carry, which at annealed sigma is a few nats, so it can be
     narrower than the generator's; at equal width it is most of a training step's cost."""
+    view_channels: int = 0
+    """Channels of the generator's second input: the context view nearest to the query
+    (see generator.py), embedded per ``downsample``-pixel patch. 0 (the default, and the value
+    of every checkpoint saved before this field existed): the generator sees r and v only,
+    as in the paper."""
     z_channels: int = 8
     """Channels of the latent z per generation step."""
     num_layers: int = 6
@@ -254,8 +260,10 @@ class GQNConfig:
             raise ValueError(f"GQNConfig.representation must be one of {REPRESENTATIONS}, got {self.representation!r}")
         if self.tower_layout not in TOWER_LAYOUTS:
             raise ValueError(f"GQNConfig.tower_layout must be one of {TOWER_LAYOUTS}, got {self.tower_layout!r}")
-        if not isinstance(self.inference_channels, int) or self.inference_channels < 0:
-            raise ValueError(f"GQNConfig.inference_channels must be >= 0, got {self.inference_channels!r}")
+        for name in ("inference_channels", "view_channels"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"GQNConfig.{name} must be an integer >= 0, got {value!r}")
         if self.tower_layout == "paper" and self.downsample < 2:
             raise ValueError(f"GQNConfig.downsample must be >= 2 for the paper tower, got {self.downsample}")
         if self.core_kernel_size % 2 == 0:

@@ -50,9 +50,13 @@ def per_image_mse(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
 def _predict(
     model: Any, context_images: np.ndarray, context_viewpoints: np.ndarray, query_viewpoints: np.ndarray
 ) -> np.ndarray:
+    q = len(query_viewpoints)
     r = model.scene_representation(context_images[None], context_viewpoints[None])  # (1, *r_shape)
-    r = r.expand(len(query_viewpoints), *r.shape[1:])  # (Q, *r_shape)
-    pred = model.generate(r, query_viewpoints, sample=False)  # (Q, 3, S, S)
+    r = r.expand(q, *r.shape[1:])  # (Q, *r_shape)
+    view = None
+    if model.uses_view:
+        view = model.nearest_view(context_images[None], context_viewpoints[None], query_viewpoints)
+    pred = model.generate(r, query_viewpoints, sample=False, view=view)  # (Q, 3, S, S)
     return pred.movedim(1, -1).cpu().numpy()  # (Q, S, S, 3)
 
 

@@ -25,6 +25,18 @@ the parameters (a checkpoint of the plain formulation loads unchanged):
 
 The canvas is accumulated at hidden resolution and upsampled once at the end by a
 transposed convolution (kernel = stride = downsample).
+
+**The nearest context view** (``config.view_channels > 0``, our addition; off in
+the paper's configuration). A pooled r is one vector for the whole scene, and
+the generator renders from it a smooth image: a query that nearly repeats a
+context frame comes out blurrier than that frame itself. With this option the
+generator also receives the context view whose viewpoint is nearest the query's
+(chosen by the model, :func:`world_model.model.nearest_context`), embedded per
+``downsample``-pixel patch into a ``(view_channels, s, s)`` map, and the offset
+``v_query - v_view``, as two more fixed inputs of its core. It is a hard,
+pose-keyed form of attention over the context (Rosenbaum et al. 2018 attend
+softly over all views); the scene representation r, which the environment's
+observation exposes, is still the plain sum over views.
 """
 
 from __future__ import annotations
@@ -36,6 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from world_model.config import GQNConfig
+from world_model.representation import patchify
 
 _LOGVAR_MIN, _LOGVAR_MAX = -10.0, 10.0
 
@@ -156,7 +169,8 @@ class ConvDRAW(nn.Module):
     """Generator and inference network of the GQN.
 
     Channel layout of the cores' inputs (the order of their convolution weights):
-    generator ``[z (Z), v (D), r (R)]``, inference ``[x (I), h_gen (H), v (D), r (R)]``,
+    generator ``[z (Z), v (D), r (R)]`` (then ``[view map (V), view offset (D)]`` when
+    ``config.view_channels`` = V > 0), inference ``[x (I), h_gen (H), v (D), r (R)]``,
     each followed by the core's own hidden state (H channels for the generator, I =
     ``config.inference_size`` for the inference core).
     """
@@ -172,7 +186,10 @@ class ConvDRAW(nn.Module):
             config.core_kernel_size,
         )
         cores = 1 if config.share_core else config.num_layers
-        self.generator_cores = nn.ModuleList(ConvLSTMCell(z + d + r, hid, k) for _ in range(cores))
+        view = config.view_channels
+        self.view_embed = nn.Linear(3 * config.downsample**2, view) if view else None  # one patch -> V
+        view_inputs = view + d if view else 0
+        self.generator_cores = nn.ModuleList(ConvLSTMCell(z + d + r + view_inputs, hid, k) for _ in range(cores))
         inf = config.inference_size
         self.inference_cores = nn.ModuleList(ConvLSTMCell(inf + hid + d + r, inf, k) for _ in range(cores))
         self.prior = nn.Conv2d(hid, 2 * z, k, padding=k // 2)
@@ -189,6 +206,19 @@ class ConvDRAW(nn.Module):
             return [(start, torch.cat([viewpoints, r.flatten(1)], dim=1))]  # (B, D + R)
         return [(start, viewpoints), (start + viewpoints.shape[1], r)]  # (B, D), (B, R, s, s)
 
+    def _view_parts(
+        self, view: tuple[torch.Tensor, torch.Tensor] | None, viewpoints: torch.Tensor
+    ) -> list[tuple[int, torch.Tensor]]:
+        """The fixed ``[view map, view offset]`` inputs of the generator core (none when the option is off)."""
+        if self.view_embed is None:
+            return []
+        if view is None:
+            raise ValueError("This model renders from r and the nearest context view: pass view=(image, viewpoint)")
+        images, view_viewpoints = view  # (B, 3, H, W), (B, D)
+        start = self.config.z_channels + self.config.viewpoint_dim + self.config.r_channels
+        embedded = self.view_embed(patchify(images, self.config.downsample)).permute(0, 3, 1, 2)  # (B, V, s, s)
+        return [(start, embedded), (start + embedded.shape[1], viewpoints - view_viewpoints)]  # offset (B, D)
+
     def run(
         self,
         r: torch.Tensor,
@@ -196,6 +226,7 @@ class ConvDRAW(nn.Module):
         target: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
         sample: bool = True,
+        view: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The L-step ConvDRAW loop.
 
@@ -205,6 +236,8 @@ class ConvDRAW(nn.Module):
             target: Query images ``(B, 3, H, W)`` in [0, 1]: posterior pass. ``None``: prior pass.
             generator: Source of the latent noise (seeded sampling).
             sample: Draw z (True) or take the distribution's mean (False).
+            view: The context view nearest each query, ``(images (B, 3, H, W), viewpoints (B, D))``;
+                required when ``config.view_channels > 0``, ignored otherwise.
 
         Returns:
             ``(mean image (B, 3, H, W) in [0, 1], KL (B,))``; the KL is zero for a prior pass.
@@ -214,7 +247,8 @@ class ConvDRAW(nn.Module):
         inf = cfg.inference_size
         mask = self.tap_mask
         # Everything that does not change over the L steps, once per pass (per core if unshared).
-        gen_fixed = [c.fixed_gates(self._conditioning(r, viewpoints, zc), mask) for c in self.generator_cores]
+        gen_parts = self._conditioning(r, viewpoints, zc) + self._view_parts(view, viewpoints)
+        gen_fixed = [c.fixed_gates(gen_parts, mask) for c in self.generator_cores]
         gen_weight = [c.step_weight([(0, zc)]) for c in self.generator_cores]  # z, then h_gen
         if target is not None:
             x = self.target_down(target)  # (B, I, s, s)

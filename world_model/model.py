@@ -88,6 +88,24 @@ def forward_batch(
     )
 
 
+def _gather_nearest(
+    images: torch.Tensor, viewpoints: torch.Tensor, query_viewpoints: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per query, the context view whose viewpoint is nearest (Euclidean, like the evaluation's baseline).
+
+    Args:
+        images: ``(B, K, 3, S, S)``.
+        viewpoints: ``(B, K, D)``.
+        query_viewpoints: ``(B, D)``.
+
+    Returns:
+        ``(images (B, 3, S, S), viewpoints (B, D))``.
+    """
+    nearest = (viewpoints - query_viewpoints[:, None]).square().sum(dim=-1).argmin(dim=1)  # (B,)
+    rows = torch.arange(images.shape[0], device=images.device)
+    return images[rows, nearest], viewpoints[rows, nearest]
+
+
 class GQN(nn.Module):
     """A Generative Query Network built from a :class:`GQNConfig`."""
 
@@ -117,8 +135,8 @@ class GQN(nn.Module):
             raise ValueError(f"{x.shape[0]} images but {v.shape[0]} viewpoints")
         return self.representation(x, v)
 
-    def scene_representation(self, context_images: Any, context_viewpoints: Any) -> torch.Tensor:
-        """Scene representation r, the sum over K context views: ``(B, K, ...)`` -> ``(B, *r_shape)``."""
+    def _context(self, context_images: Any, context_viewpoints: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Validated context: images ``(B, K, 3, S, S)`` and viewpoints ``(B, K, D)``, K >= 1."""
         x = images_to_tensor(context_images, self.config.image_size, self.device, lead=2)
         v = viewpoints_to_tensor(context_viewpoints, self.config.viewpoint_dim, self.device, lead=2)
         b, k = x.shape[:2]
@@ -128,8 +146,59 @@ class GQN(nn.Module):
             raise ValueError(
                 f"Context images {tuple(x.shape[:2])} and viewpoints {tuple(v.shape[:2])} disagree on (B, K)"
             )
+        return x, v
+
+    def _represent(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        b, k = x.shape[:2]
         r = self.representation(x.flatten(0, 1), v.flatten(0, 1))  # (B*K, R, h, w)
         return r.view(b, k, *r.shape[1:]).sum(dim=1)  # (B, R, h, w)
+
+    def scene_representation(self, context_images: Any, context_viewpoints: Any) -> torch.Tensor:
+        """Scene representation r, the sum over K context views: ``(B, K, ...)`` -> ``(B, *r_shape)``."""
+        return self._represent(*self._context(context_images, context_viewpoints))
+
+    @property
+    def uses_view(self) -> bool:
+        """Whether the generator also takes the context view nearest the query (``config.view_channels > 0``)."""
+        return self.config.view_channels > 0
+
+    def nearest_view(
+        self, context_images: Any, context_viewpoints: Any, query_viewpoints: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The context view nearest each query: what :meth:`generate` takes as ``view``.
+
+        Args:
+            context_images: ``(B, K, S, S, 3)`` uint8 or ``(B, K, 3, S, S)`` float; B may be 1
+                (one scene's context for all queries).
+            context_viewpoints: ``(B, K, D)``.
+            query_viewpoints: ``(B, D)``.
+
+        Returns:
+            ``(images (B, 3, S, S) float in [0, 1], viewpoints (B, D))``.
+        """
+        x, v = self._context(context_images, context_viewpoints)
+        qv = viewpoints_to_tensor(query_viewpoints, self.config.viewpoint_dim, self.device, lead=1)
+        if x.shape[0] == 1:  # one scene's context for all queries
+            x, v = x.expand(qv.shape[0], *x.shape[1:]), v.expand(qv.shape[0], *v.shape[1:])
+        if qv.shape[0] != x.shape[0]:
+            raise ValueError(f"{x.shape[0]} contexts but {qv.shape[0]} query viewpoints")
+        return _gather_nearest(x, v, qv)
+
+    def _check_view(self, view: Any, batch: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if not self.uses_view:
+            return None
+        if view is None:
+            raise ValueError(
+                "This model (view_channels > 0) renders from r and the nearest context view: pass "
+                "view=model.nearest_view(context_images, context_viewpoints, query_viewpoints)"
+            )
+        images = images_to_tensor(view[0], self.config.image_size, self.device, lead=1)
+        viewpoints = viewpoints_to_tensor(view[1], self.config.viewpoint_dim, self.device, lead=1)
+        if images.shape[0] != batch or viewpoints.shape[0] != batch:
+            raise ValueError(
+                f"Expected {batch} view images and viewpoints, got {images.shape[0]} and {viewpoints.shape[0]}"
+            )
+        return images, viewpoints
 
     def _check_r(self, r: torch.Tensor, batch: int) -> torch.Tensor:
         shape = (batch, *self.config.representation_shape)
@@ -157,14 +226,16 @@ class GQN(nn.Module):
         """
         if not (isinstance(sigma, numbers.Real) and math.isfinite(sigma) and sigma > 0):
             raise ValueError(f"sigma must be a finite positive number, got {sigma!r}")
-        r = self.scene_representation(context_images, context_viewpoints)
+        x, v = self._context(context_images, context_viewpoints)
+        r = self._represent(x, v)
         target = images_to_tensor(query_images, self.config.image_size, self.device, lead=1)
         qv = viewpoints_to_tensor(query_viewpoints, self.config.viewpoint_dim, self.device, lead=1)
         if target.shape[0] != r.shape[0] or qv.shape[0] != r.shape[0]:
             raise ValueError(
                 f"Batch sizes differ: context {r.shape[0]}, queries {target.shape[0]}, viewpoints {qv.shape[0]}"
             )
-        mean, kl = self.generator.run(r, qv, target=target, generator=generator)
+        view = _gather_nearest(x, v, qv) if self.uses_view else None
+        mean, kl = self.generator.run(r, qv, target=target, generator=generator, view=view)
         # Gaussian pixel likelihood, summed over pixels: (B,)
         nll = (0.5 * ((target - mean) / sigma) ** 2 + math.log(sigma) + HALF_LOG_2PI).flatten(1).sum(dim=1)
         return {
@@ -176,18 +247,36 @@ class GQN(nn.Module):
         }
 
     def generate(
-        self, r: torch.Tensor, query_viewpoints: Any, generator: torch.Generator | None = None, sample: bool = True
+        self,
+        r: torch.Tensor,
+        query_viewpoints: Any,
+        generator: torch.Generator | None = None,
+        sample: bool = True,
+        view: Any = None,
     ) -> torch.Tensor:
-        """Imagine: render query viewpoints from r by sampling the prior; ``(B, 3, S, S)`` in [0, 1]."""
+        """Imagine: render query viewpoints from r by sampling the prior; ``(B, 3, S, S)`` in [0, 1].
+
+        ``view``: the context view nearest each query (:meth:`nearest_view`), needed by models
+        with ``config.view_channels > 0`` and ignored by the others.
+        """
         qv = viewpoints_to_tensor(query_viewpoints, self.config.viewpoint_dim, self.device, lead=1)
-        mean, _ = self.generator.run(self._check_r(r, qv.shape[0]), qv, generator=generator, sample=sample)
+        r = self._check_r(r, qv.shape[0])
+        view = self._check_view(view, qv.shape[0])
+        mean, _ = self.generator.run(r, qv, generator=generator, sample=sample, view=view)
         return mean
 
     def reconstruct(
-        self, r: torch.Tensor, query_viewpoints: Any, query_images: Any, generator: torch.Generator | None = None
+        self,
+        r: torch.Tensor,
+        query_viewpoints: Any,
+        query_images: Any,
+        generator: torch.Generator | None = None,
+        view: Any = None,
     ) -> torch.Tensor:
-        """Posterior reconstruction of the query images; ``(B, 3, S, S)`` in [0, 1]."""
+        """Posterior reconstruction of the query images; ``(B, 3, S, S)`` in [0, 1]; ``view`` as in :meth:`generate`."""
         qv = viewpoints_to_tensor(query_viewpoints, self.config.viewpoint_dim, self.device, lead=1)
         target = images_to_tensor(query_images, self.config.image_size, self.device, lead=1)
-        mean, _ = self.generator.run(self._check_r(r, qv.shape[0]), qv, target=target, generator=generator)
+        r = self._check_r(r, qv.shape[0])
+        view = self._check_view(view, qv.shape[0])
+        mean, _ = self.generator.run(r, qv, target=target, generator=generator, view=view)
         return mean

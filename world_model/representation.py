@@ -128,6 +128,14 @@ class PoolRepresentation(nn.Module):
         return self.tower(images, viewpoints).mean(dim=(2, 3), keepdim=True)  # (N, r, 1, 1)
 
 
+def patchify(images: torch.Tensor, patch: int) -> torch.Tensor:
+    """Non-overlapping square patches, channels last: ``(N, 3, S, S)`` -> ``(N, S/p, S/p, 3*p*p)``."""
+    n, _, size, _ = images.shape
+    g = size // patch
+    # (N, 3, g, p, g, p) -> (N, g, g, 3, p, p) -> one row of 3*p*p values per patch
+    return images.view(n, 3, g, patch, g, patch).permute(0, 2, 4, 1, 3, 5).reshape(n, g, g, 3 * patch * patch)
+
+
 class PatchRepresentation(nn.Module):
     """Patch embedding, a 2x2 patch merge and a dense head: one vector per view.
 
@@ -148,10 +156,8 @@ class PatchRepresentation(nn.Module):
 
     def forward(self, images: torch.Tensor, viewpoints: torch.Tensor) -> torch.Tensor:
         """Encode views: images ``(N, 3, S, S)`` in [0, 1], viewpoints ``(N, D)`` -> ``(N, r, 1, 1)``."""
-        n, p, g = images.shape[0], self.patch, self.grid
-        # (N, 3, 2g, p, 2g, p) -> (N, 2g, 2g, 3*p*p): one row per p x p patch, channels last
-        x = images.view(n, 3, 2 * g, p, 2 * g, p).permute(0, 2, 4, 1, 3, 5).reshape(n, 2 * g, 2 * g, 3 * p * p)
-        x = F.relu(self.embed(x))  # (N, 2g, 2g, c)
+        n, g = images.shape[0], self.grid
+        x = F.relu(self.embed(patchify(images, self.patch)))  # (N, 2g, 2g, c)
         # merge each 2x2 block of patches: (N, g, 2, g, 2, c) -> (N, g, g, 4c)
         x = x.view(n, g, 2, g, 2, -1).permute(0, 1, 3, 2, 4, 5).reshape(n, g, g, -1)
         x = F.relu(self.merge(x))  # (N, g, g, c)

@@ -22,6 +22,12 @@ more than ``context_max`` frames have been seen, :meth:`RepresentationState.imag
 renders from ``context_max`` times the mean encoding: the expected r of
 ``context_max`` frames drawn at random from the episode, inside the range the
 model knows.
+
+A model with ``config.view_channels > 0`` also renders from the context view
+nearest the query pose (world_model/generator.py). For it the state keeps each
+scene's frames of the episode at the model's image size (3 KB a frame at 32x32),
+and :meth:`RepresentationState.imagine` hands the generator the one nearest each
+imagined viewpoint. The observation is unchanged: the running sum.
 """
 
 from __future__ import annotations
@@ -80,11 +86,26 @@ class RepresentationState:
         self.sums = np.zeros((num_scenes, *self.config.representation_shape), dtype=np.float32)  # (N, C, h, w)
         self.counts = np.zeros(num_scenes, dtype=np.int64)
         self.last = np.zeros_like(self.sums)  # (N, C, h, w): the latest frame's encoding per scene
+        # Models that render from the nearest context view: each scene's frames, (S, S, 3) uint8 and (D,).
+        self.keep_frames = bool(getattr(model, "uses_view", False))
+        self.frames: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(num_scenes)]
 
     @property
     def size(self) -> int:
         """Length of the flat representation."""
         return int(np.prod(self.config.representation_shape))
+
+    def _prepare(self, images: np.ndarray, viewpoints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Frames at the model's size, checked: ``(N, S, S, 3)`` uint8 and ``(N, D)`` float32."""
+        images = _to_model_size(np.asarray(images), self.config.image_size)
+        viewpoints = np.asarray(viewpoints, dtype=np.float32)
+        if images.dtype != np.uint8 or images.ndim != 4 or viewpoints.shape != (len(images), self.config.viewpoint_dim):
+            raise ValueError(
+                f"Expected uint8 (N, H, W, 3) frames and (N, 7) viewpoints, got {images.shape}, {viewpoints.shape}"
+            )
+        if not np.isfinite(viewpoints).all():
+            raise ValueError(f"Viewpoints must be finite, got {viewpoints.tolist()}")
+        return images, viewpoints
 
     @torch.inference_mode()
     def encode(self, images: np.ndarray, viewpoints: np.ndarray) -> np.ndarray:
@@ -94,14 +115,11 @@ class RepresentationState:
         cheap invariants (shape, dtype, finite viewpoints) in numpy and calls the
         representation network directly.
         """
-        images = _to_model_size(np.asarray(images), self.config.image_size)
-        viewpoints = np.asarray(viewpoints, dtype=np.float32)
-        if images.dtype != np.uint8 or images.ndim != 4 or viewpoints.shape != (len(images), self.config.viewpoint_dim):
-            raise ValueError(
-                f"Expected uint8 (N, H, W, 3) frames and (N, 7) viewpoints, got {images.shape}, {viewpoints.shape}"
-            )
-        if not np.isfinite(viewpoints).all():
-            raise ValueError(f"Viewpoints must be finite, got {viewpoints.tolist()}")
+        return self._encode(*self._prepare(images, viewpoints))
+
+    @torch.inference_mode()
+    def _encode(self, images: np.ndarray, viewpoints: np.ndarray) -> np.ndarray:
+        """:meth:`encode` of frames already through :meth:`_prepare`."""
         x = torch.from_numpy(images).to(self.device).permute(0, 3, 1, 2).float().mul_(1 / 255)  # (N, 3, S, S)
         r = self.model.representation(x, torch.from_numpy(viewpoints).to(self.device))  # (N, C, h, w)
         return r.cpu().numpy()
@@ -117,7 +135,8 @@ class RepresentationState:
             viewpoints: ``(N, 7)`` viewpoints.
             reset: Optional ``(N,)`` bools: start these slots afresh with this frame.
         """
-        r = self.encode(images, viewpoints)
+        images, viewpoints = self._prepare(images, viewpoints)
+        r = self._encode(images, viewpoints)
         slots = np.asarray(slots)
         if reset is not None and np.any(reset):
             self.sums[slots[reset]] = 0.0
@@ -125,10 +144,14 @@ class RepresentationState:
         self.sums[slots] += r
         self.counts[slots] += 1
         self.last[slots] = r
+        if self.keep_frames:
+            for i, slot in enumerate(slots):
+                self._remember(int(slot), images[i], viewpoints[i], reset is not None and bool(reset[i]))
 
     def add_one(self, slot: int, image: np.ndarray, viewpoint: np.ndarray, reset: bool) -> None:
         """:meth:`add` for a single frame, without the per-call array bookkeeping (the per-step path)."""
-        r = self.encode(image[None], viewpoint[None])[0]  # (C, h, w)
+        images, viewpoints = self._prepare(image[None], viewpoint[None])
+        r = self._encode(images, viewpoints)[0]  # (C, h, w)
         if reset:
             self.sums[slot] = r
             self.counts[slot] = 1
@@ -136,6 +159,25 @@ class RepresentationState:
             self.sums[slot] += r
             self.counts[slot] += 1
         self.last[slot] = r
+        if self.keep_frames:
+            self._remember(slot, images[0], viewpoints[0], reset)
+
+    def _remember(self, slot: int, image: np.ndarray, viewpoint: np.ndarray, reset: bool) -> None:
+        if reset:
+            self.frames[slot].clear()
+        self.frames[slot].append((image, viewpoint))
+
+    def nearest_frames(self, slot: int, viewpoints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The slot's frame nearest each of ``(Q, D)`` viewpoints: ``(Q, S, S, 3)`` uint8 and ``(Q, D)``."""
+        if not self.frames[slot]:
+            raise RuntimeError(f"Scene {slot} has no frames yet")
+        viewpoints = np.asarray(viewpoints, dtype=np.float32)
+        if viewpoints.ndim != 2 or viewpoints.shape[1] != self.config.viewpoint_dim:
+            raise ValueError(f"Expected (Q, {self.config.viewpoint_dim}) viewpoints, got {viewpoints.shape}")
+        images = np.stack([image for image, _ in self.frames[slot]])  # (T, S, S, 3)
+        seen = np.stack([viewpoint for _, viewpoint in self.frames[slot]])  # (T, D)
+        nearest = ((viewpoints[:, None, :] - seen[None]) ** 2).sum(axis=-1).argmin(axis=1)  # (Q,)
+        return images[nearest], seen[nearest]
 
     def observation(self, slots: np.ndarray, scale: str) -> np.ndarray:
         """Flat float32 representations ``(N, size)`` of the given slots."""
@@ -163,7 +205,10 @@ class RepresentationState:
         scaled = self.sums[slot : slot + 1] * (min(seen, self.config.context_max) / seen)  # (1, C, h, w)
         r = torch.from_numpy(scaled).to(self.device).expand(len(vps), *self.sums.shape[1:])
         generator = torch.Generator(device=self.device).manual_seed(seed)
-        images = self.model.generate(r, torch.as_tensor(vps, device=self.device), generator=generator, sample=sample)
+        view = self.nearest_frames(slot, vps) if self.keep_frames else None
+        images = self.model.generate(
+            r, torch.as_tensor(vps, device=self.device), generator=generator, sample=sample, view=view
+        )
         # (Q, 3, S, S) in [0, 1] -> (Q, S, S, 3) uint8
         return (images.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 

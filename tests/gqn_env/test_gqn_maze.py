@@ -292,3 +292,42 @@ def test_refresh_re_encodes_the_episode_with_new_weights(model):
         assert wrapper.frames_seen == 4
     finally:
         env.close()
+
+
+def test_a_view_model_imagines_from_the_episode_frame_nearest_the_pose():
+    from gqn_env.wrappers.representation import RepresentationState
+
+    torch.manual_seed(0)
+    model = GQN(GQNConfig.tiny().replace(view_channels=4)).eval()
+    rng = np.random.default_rng(0)
+    s = model.config.image_size
+    images = rng.integers(0, 256, (6, s, s, 3), dtype=np.uint8)
+    vps = rng.uniform(-1, 1, (6, 7)).astype(np.float32)
+    state = RepresentationState(model, 2)
+    state.add(np.array([0, 1]), images[:2], vps[:2], reset=np.array([True, True]))
+    for i in range(2, 6):  # slot 0 gets every other frame, then a new episode starts in slot 1
+        state.add_one(i % 2, images[i], vps[i], reset=i == 3)
+    assert [len(f) for f in state.frames] == [3, 2]
+    query = vps[[4, 2]] + 0.01
+    got_images, got_vps = state.nearest_frames(0, query)
+    np.testing.assert_array_equal(got_images, images[[4, 2]])
+    np.testing.assert_array_equal(got_vps, vps[[4, 2]])
+    r = torch.from_numpy(state.sums[:1]).expand(2, -1, -1, -1)
+    want = model.generate(r, query, sample=False, view=(images[[4, 2]], vps[[4, 2]]))
+    got = state.imagine(0, query)
+    np.testing.assert_array_equal(got, (want.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy())
+    with pytest.raises(ValueError, match=r"Expected \(Q, 7\) viewpoints"):
+        state.nearest_frames(1, vps[:1, :5])
+    # In the env: imagine and the render panel work, and a reset forgets the last episode's frames.
+    env = make(model, render_mode="rgb_array")
+    try:
+        env.reset(seed=0)
+        for _ in range(3):
+            env.step(2)
+        assert env.unwrapped is not None and len(env.get_wrapper_attr("state").frames[0]) == 4
+        assert env.render().ndim == 3
+        assert env.get_wrapper_attr("imagine")([1.0, 1.0, 0.0]).shape == (s, s, 3)
+        env.reset(seed=1)
+        assert len(env.get_wrapper_attr("state").frames[0]) == 1
+    finally:
+        env.close()

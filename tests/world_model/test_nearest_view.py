@@ -1,0 +1,141 @@
+"""The generator's optional second input: the context view nearest the query (config.view_channels)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from world_model import GQN, GQNConfig
+from world_model.evaluation import evaluate
+
+B, K = 3, 5
+VIEW = GQNConfig.tiny().replace(view_channels=6)
+
+
+def batch(config, rng=None):
+    rng = rng or np.random.default_rng(0)
+    s, d = config.image_size, config.viewpoint_dim
+    return (
+        rng.integers(0, 256, (B, K, s, s, 3), dtype=np.uint8),
+        rng.uniform(-1, 1, (B, K, d)).astype(np.float32),
+        rng.integers(0, 256, (B, s, s, 3), dtype=np.uint8),
+        rng.uniform(-1, 1, (B, d)).astype(np.float32),
+    )
+
+
+@pytest.mark.parametrize("share_core", [True, False])
+def test_every_parameter_of_a_view_model_gets_a_gradient(share_core):
+    model = GQN(VIEW.replace(share_core=share_core))
+    ci, cv, qi, qv = batch(VIEW)
+    out = model(ci, cv, qi, qv, sigma=1.0)
+    out["loss"].backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    r = model.scene_representation(ci, cv)
+    view = model.nearest_view(ci, cv, qv)
+    assert model.generate(r, qv, view=view).shape == (B, 3, VIEW.image_size, VIEW.image_size)
+    assert model.reconstruct(r, qv, qi, view=view).shape == (B, 3, VIEW.image_size, VIEW.image_size)
+
+
+def test_nearest_view_picks_the_context_frame_nearest_each_query():
+    model = GQN(VIEW)
+    ci, cv, _, _ = batch(VIEW)
+    pick = np.array([3, 0, 4])
+    qv = cv[np.arange(B), pick] + 0.01  # each query next to one context view
+    images, viewpoints = model.nearest_view(ci, cv, qv)
+    np.testing.assert_array_equal(viewpoints.numpy(), cv[np.arange(B), pick])
+    want = torch.from_numpy(ci[np.arange(B), pick]).permute(0, 3, 1, 2).float() / 255
+    torch.testing.assert_close(images, want)
+    # One scene's context serves every query.
+    images, viewpoints = model.nearest_view(ci[:1], cv[:1], cv[0, [2, 1]])
+    np.testing.assert_array_equal(viewpoints.numpy(), cv[0, [2, 1]])
+
+
+def test_with_zero_weights_on_the_view_inputs_it_is_the_plain_model():
+    """The documented channel layout: the plain core's inputs first, the view inputs appended before h."""
+    plain, view = GQN(GQNConfig.tiny()), GQN(VIEW)
+    state = view.state_dict()
+    for key, value in plain.state_dict().items():
+        if state[key].shape == value.shape:
+            state[key] = value
+        else:  # the generator core: [z, v, r | view map, view offset | h]
+            old_in = value.shape[1] - VIEW.hidden_channels
+            state[key] = torch.cat(
+                [value[:, :old_in], torch.zeros_like(state[key][:, old_in : -VIEW.hidden_channels]), value[:, old_in:]],
+                dim=1,
+            )
+    view.load_state_dict(state)
+    ci, cv, qi, qv = batch(VIEW)
+    gen = torch.Generator
+    a = plain(ci, cv, qi, qv, sigma=1.0, generator=gen().manual_seed(0))
+    b = view(ci, cv, qi, qv, sigma=1.0, generator=gen().manual_seed(0))
+    torch.testing.assert_close(a["loss"], b["loss"])
+    r = plain.scene_representation(ci, cv)
+    torch.testing.assert_close(
+        plain.generate(r, qv, sample=False), view.generate(r, qv, sample=False, view=view.nearest_view(ci, cv, qv))
+    )
+
+
+def test_the_view_changes_the_rendering():
+    model = GQN(VIEW)
+    ci, cv, _, qv = batch(VIEW)
+    r = model.scene_representation(ci, cv)
+    a = model.generate(r, qv, sample=False, view=model.nearest_view(ci, cv, qv))
+    b = model.generate(r, qv, sample=False, view=model.nearest_view(255 - ci, cv, qv))
+    assert not torch.allclose(a, b)
+
+
+def test_a_view_model_needs_a_well_formed_view():
+    model = GQN(VIEW)
+    ci, cv, _, qv = batch(VIEW)
+    r = model.scene_representation(ci, cv)
+    with pytest.raises(ValueError, match="nearest context view"):
+        model.generate(r, qv)
+    images, viewpoints = model.nearest_view(ci, cv, qv)
+    with pytest.raises(ValueError, match="Expected 3 view"):
+        model.generate(r, qv, view=(images[:2], viewpoints[:2]))
+    with pytest.raises(ValueError, match="NaN"):
+        model.generate(r, qv, view=(images, viewpoints * np.nan))
+    with pytest.raises(ValueError, match="query viewpoints"):
+        model.nearest_view(ci, cv, qv[:2])
+    # A plain model ignores a view.
+    plain = GQN(GQNConfig.tiny())
+    r = plain.scene_representation(ci, cv)
+    torch.testing.assert_close(
+        plain.generate(r, qv, sample=False), plain.generate(r, qv, sample=False, view=(images, viewpoints))
+    )
+
+
+@pytest.mark.parametrize("value", [-1, True, 1.5])
+def test_view_channels_is_validated(value):
+    with pytest.raises(ValueError, match="view_channels"):
+        GQNConfig.tiny().replace(view_channels=value)
+
+
+def test_view_channels_is_architecture():
+    assert "view_channels" in GQNConfig.tiny().architecture()
+
+
+def test_evaluation_hands_a_view_model_the_nearest_context_view():
+    """A view model whose output copies its view input scores exactly the nearest-view baseline."""
+
+    class CopyView(GQN):
+        def generate(self, r, query_viewpoints, generator=None, sample=True, view=None):
+            assert view is not None
+            return self._check_view(view, len(query_viewpoints))[0]
+
+    model = CopyView(VIEW)
+    rng = np.random.default_rng(1)
+    s = VIEW.image_size
+    scenes = [
+        {
+            "context_images": rng.integers(0, 256, (K, s, s, 3), dtype=np.uint8),
+            "context_viewpoints": rng.uniform(-1, 1, (K, 7)).astype(np.float32),
+            "query_images": rng.integers(0, 256, (4, s, s, 3), dtype=np.uint8),
+            "query_viewpoints": rng.uniform(-1, 1, (4, 7)).astype(np.float32),
+        }
+        for _ in range(2)
+    ]
+    results = evaluate(model, scenes, mean_image=np.full((s, s, 3), 0.5))
+    assert results["mse_model"] == pytest.approx(results["mse_nearest"], rel=1e-6)
