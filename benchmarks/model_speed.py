@@ -35,7 +35,7 @@ def candidates() -> dict[str, GQNConfig]:
     cpu = GQNConfig.cpu()
     return {
         "cpu": cpu,
-        "cpu-previous": cpu.replace(hidden_channels=64, inference_channels=0),
+        "cpu-previous": cpu.replace(hidden_channels=64, inference_channels=0, view_channels=0),
         "cpu-wide-inference": cpu.replace(inference_channels=0),
         "cpu-h64": cpu.replace(hidden_channels=64),
         "cpu-h128": cpu.replace(hidden_channels=128),
@@ -48,7 +48,7 @@ def candidates() -> dict[str, GQNConfig]:
         "cpu-tower": cpu.replace(representation="tower"),
         "cpu-unshared": cpu.replace(share_core=False),
         "cpu-b64": cpu.replace(batch_size=64),
-        "cpu-view48": cpu.replace(view_channels=48),
+        "cpu-no-view": cpu.replace(view_channels=0),
         "paper@32px": GQNConfig.paper().replace(image_size=32, batch_size=8),
     }
 

@@ -8,7 +8,11 @@ Presets (classmethods):
   representation.py: cheap enough to run at every env step), one generator
   ConvLSTM core (hidden 96, 3x3 kernels) shared across L=6 steps at 8x8, a
   narrow inference core (hidden 16), z 8 channels, batch 32, 1 to 16 context
-  views per batch (the evaluation uses 16).
+  views per batch (the evaluation uses 16), and the generator also sees the
+  context view nearest the query (``view_channels=48``, generator.py).
+  Quality: 21.89 dB held out in a 60-minute two-rank CPU run (11952 steps),
+  +2.42 over the nearest context view; the same preset without the nearest view
+  scored 21.12 and +1.64 in 12698 steps (README, "World model").
   Speed (``python -m benchmarks.model_speed --threads 1``, float32, torch 2.13,
   K=6 context views, quiet machine): 74 training queries/s, 1.09 GFLOP per query
   counted by FlopCounterMode, 0.88 of a 1024^3 float32 matmul timed in the same
@@ -20,10 +24,10 @@ Presets (classmethods):
   inference 16: 50 (L=4: 72). The plain formulation of the ConvLSTM (every
   core input convolved at every step) ran 49 queries/s against 73-78 for the
   rewritten one, measured with an earlier preset (generator.py).
-  Quality (README, "World model"): trained as two single-threaded DDP ranks on
-  the 2 cores (a second intra-op thread barely speeds up one process), 12698
-  steps in an hour with ``--anneal-steps 6000``, 21.12 dB held out, against
-  20.90 in 12371 steps for the previous preset. Tried on the previous preset and
+  Quality without the nearest view (README, "World model"): trained as two
+  single-threaded DDP ranks on the 2 cores (a second intra-op thread barely
+  speeds up one process), 12698 steps in an hour with ``--anneal-steps 6000``,
+  21.12 dB held out, against 20.90 in 12371 steps for hidden 64. Tried on the previous preset and
   not kept: L=4 (16312 steps in the hour, 20.89 dB), hidden 48, batch 64, other
   learning rates, a wider patch network.
 * ``GQNConfig.paper()``: the sizes of Eslami et al. (2018): r 256, the paper's
@@ -151,7 +155,7 @@ class GQNConfig:
     @classmethod
     def cpu(cls) -> GQNConfig:
         """The default: useful quality in about an hour on 2 CPU cores (numbers in the module docstring)."""
-        return cls(hidden_channels=96, inference_channels=16)
+        return cls(hidden_channels=96, inference_channels=16, view_channels=48)
 
     @classmethod
     def paper(cls) -> GQNConfig:

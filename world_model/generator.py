@@ -31,7 +31,7 @@ the paper's configuration). A pooled r is one vector for the whole scene, and
 the generator renders from it a smooth image: a query that nearly repeats a
 context frame comes out blurrier than that frame itself. With this option the
 generator also receives the context view whose viewpoint is nearest the query's
-(chosen by the model, :func:`world_model.model.nearest_context`), embedded per
+(chosen by the model, :meth:`world_model.GQN.nearest_view`), embedded per
 ``downsample``-pixel patch into a ``(view_channels, s, s)`` map, and the offset
 ``v_query - v_view``, as two more fixed inputs of its core. It is a hard,
 pose-keyed form of attention over the context (Rosenbaum et al. 2018 attend
