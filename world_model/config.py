@@ -14,7 +14,9 @@ Presets (classmethods):
   +2.42 over the nearest context view; the same preset without the nearest view
   scored 21.12 and +1.64 in 12698 steps (README, "World model").
   Speed (``python -m benchmarks.model_speed --threads 1``, float32, torch 2.13,
-  K=6 context views, quiet machine): 74 training queries/s, 1.09 GFLOP per query
+  K=6 context views, quiet machine): 71 training queries/s and 1.15 GFLOP per
+  query, against 76 and 1.09 without the nearest view in the same run. Without
+  it, measured before: 74 training queries/s, 1.09 GFLOP per query
   counted by FlopCounterMode, 0.88 of a 1024^3 float32 matmul timed in the same
   run. The previous preset (hidden 64 in both cores) ran 73 queries/s with 1.17
   GFLOP: at equal width the inference core is 60% of a step's FLOPs, and it
