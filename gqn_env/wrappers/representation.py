@@ -87,7 +87,7 @@ class RepresentationState:
         self.counts = np.zeros(num_scenes, dtype=np.int64)
         self.last = np.zeros_like(self.sums)  # (N, C, h, w): the latest frame's encoding per scene
         # Models that render from the nearest context view: each scene's frames, (S, S, 3) uint8 and (D,).
-        self.keep_frames = bool(getattr(model, "uses_view", False))
+        self.keep_frames = model.uses_view
         self.frames: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(num_scenes)]
 
     @property
