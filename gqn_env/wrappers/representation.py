@@ -167,17 +167,17 @@ class RepresentationState:
             self.frames[slot].clear()
         self.frames[slot].append((image, viewpoint))
 
-    def nearest_frames(self, slot: int, viewpoints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The slot's frame nearest each of ``(Q, D)`` viewpoints: ``(Q, S, S, 3)`` uint8 and ``(Q, D)``."""
+    def nearest_frames(self, slot: int, viewpoints: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """The slot's frame nearest each of ``(Q, D)`` viewpoints, chosen by the model.
+
+        Returns:
+            :meth:`world_model.GQN.nearest_view`'s ``(images (Q, 3, S, S), viewpoints (Q, D))``.
+        """
         if not self.frames[slot]:
             raise RuntimeError(f"Scene {slot} has no frames yet")
-        viewpoints = np.asarray(viewpoints, dtype=np.float32)
-        if viewpoints.ndim != 2 or viewpoints.shape[1] != self.config.viewpoint_dim:
-            raise ValueError(f"Expected (Q, {self.config.viewpoint_dim}) viewpoints, got {viewpoints.shape}")
         images = np.stack([image for image, _ in self.frames[slot]])  # (T, S, S, 3)
         seen = np.stack([viewpoint for _, viewpoint in self.frames[slot]])  # (T, D)
-        nearest = ((viewpoints[:, None, :] - seen[None]) ** 2).sum(axis=-1).argmin(axis=1)  # (Q,)
-        return images[nearest], seen[nearest]
+        return self.model.nearest_view(images[None], seen[None], viewpoints)  # one context for all queries
 
     def observation(self, slots: np.ndarray, scale: str) -> np.ndarray:
         """Flat float32 representations ``(N, size)`` of the given slots."""

@@ -310,13 +310,13 @@ def test_a_view_model_imagines_from_the_episode_frame_nearest_the_pose():
     assert [len(f) for f in state.frames] == [3, 2]
     query = vps[[4, 2]] + 0.01
     got_images, got_vps = state.nearest_frames(0, query)
-    np.testing.assert_array_equal(got_images, images[[4, 2]])
-    np.testing.assert_array_equal(got_vps, vps[[4, 2]])
+    torch.testing.assert_close(got_images, torch.from_numpy(images[[4, 2]]).permute(0, 3, 1, 2).float() / 255)
+    np.testing.assert_array_equal(got_vps.numpy(), vps[[4, 2]])
     r = torch.from_numpy(state.sums[:1]).expand(2, -1, -1, -1)
     want = model.generate(r, query, sample=False, view=(images[[4, 2]], vps[[4, 2]]))
     got = state.imagine(0, query)
     np.testing.assert_array_equal(got, (want.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy())
-    with pytest.raises(ValueError, match=r"Expected \(Q, 7\) viewpoints"):
+    with pytest.raises(ValueError, match=r"viewpoints of shape \(\.\.\., 7\)"):
         state.nearest_frames(1, vps[:1, :5])
     # In the env: imagine and the render panel work, and a reset forgets the last episode's frames.
     env = make(model, render_mode="rgb_array")
