@@ -1,13 +1,20 @@
 """stable-baselines3 glue: vector envs, the online world-model callback, PPO helpers.
 
-Three observation types on the same scenes:
+Observation types on the same scenes:
 
 * ``gqn``: ``GQNMaze`` (representation + viewpoint) with a frozen world model
   (the bundled one by default): PPO ``MultiInputPolicy``;
 * ``gqn_online``: the same, but the world model starts from scratch and trains on
   the frames the RL agent sees (:class:`WorldModelCallback`);
 * ``pixels``: the raw egocentric image, 4 frames stacked for memory
-  (``VecFrameStack``), PPO ``CnnPolicy`` (SB3's Nature CNN).
+  (``VecFrameStack``), PPO ``CnnPolicy`` (SB3's Nature CNN);
+* ``pixels_lstm``: the raw image, one frame, sb3-contrib ``RecurrentPPO`` with
+  ``CnnLstmPolicy`` (the memory baseline);
+* ``state_oracle``: privileged state (:class:`agents.oracle.StateOracle`), PPO
+  ``MlpPolicy``: a reference that bounds what any observation can buy.
+
+Every type trains with the same PPO settings (:data:`PPO_SETTINGS`, chosen by
+:func:`make_agent`), so a comparison between them is one of observations only.
 
 **Non-stationary features.** With ``gqn_online`` the observation function changes
 when the world model is updated, and PPO's value estimates and old log-probs are
@@ -23,6 +30,8 @@ keeps that drift small.
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,7 +42,17 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecFrameStack
 
-OBS_TYPES = ("gqn", "gqn_online", "pixels")
+OBS_TYPES = ("gqn", "gqn_online", "pixels", "pixels_lstm", "state_oracle")
+PIXEL_TYPES = ("pixels", "pixels_lstm")
+
+#: Named PPO hyper-parameter sets shared by every observation type (benchmarks/README in docs/rl.md).
+#: ``sb3``: 4 envs x 256 steps, batch 256, 4 epochs, SB3's defaults otherwise (the first benchmark).
+#: ``fast``: 4 envs x 128 steps, batch 128, 10 epochs, learning rate 1e-3, entropy bonus 0.01:
+#: more updates per sample, chosen on calibration seeds by the privileged-state agent's headroom.
+PPO_SETTINGS: dict[str, dict[str, Any]] = {
+    "sb3": {"n_steps": 256, "batch_size": 256, "n_epochs": 4},
+    "fast": {"n_steps": 128, "batch_size": 128, "n_epochs": 10, "learning_rate": 1e-3, "ent_coef": 0.01},
+}
 
 
 class ImageOnly(gym.ObservationWrapper):
@@ -60,13 +79,23 @@ def make_vec_env(
         raise ValueError(f"obs_type must be one of {OBS_TYPES}, got {obs_type!r}")
     kwargs = dict(env_kwargs or {})
 
+    def build() -> gym.Env:
+        if obs_type in PIXEL_TYPES:
+            return ImageOnly(gym.make(f"gqn_env:{env_id}", **kwargs))
+        if obs_type == "state_oracle":
+            from agents.oracle import StateOracle
+
+            return StateOracle(gym.make(f"gqn_env:{env_id}", **kwargs))
+        gqn_id = env_id.replace("GQNMazeScene", "GQNMaze")
+        return gym.make(f"gqn_env:{gqn_id}", model=model, emit_frames=obs_type == "gqn_online", **kwargs)
+
     def factory(i: int) -> Callable[[], gym.Env]:
         def make() -> gym.Env:
-            if obs_type == "pixels":
-                env = ImageOnly(gym.make(f"gqn_env:{env_id}", **kwargs))
-            else:
-                gqn_id = env_id.replace("GQNMazeScene", "GQNMaze")
-                env = gym.make(f"gqn_env:{gqn_id}", model=model, emit_frames=obs_type == "gqn_online", **kwargs)
+            env = build()
+            # gym.make gives max_episode_steps to its TimeLimit only; the scene truncates (and scales its
+            # reward) by its own limit, so set that too: both then end episodes at the same step.
+            if kwargs.get("max_episode_steps") is not None:
+                env.unwrapped.max_episode_steps = int(kwargs["max_episode_steps"])
             env = Monitor(env, info_keywords=("is_success",))
             env.reset(seed=seed * 1000 + i)
             return env
@@ -78,19 +107,58 @@ def make_vec_env(
     return VecFrameStack(venv, 4) if obs_type == "pixels" else venv
 
 
+def make_agent(obs_type: str, venv: VecEnv, settings: str | dict[str, Any] = "fast", seed: int = 0, **kwargs: Any):
+    """The PPO agent for ``obs_type`` with the shared hyper-parameters ``settings``.
+
+    ``pixels``: ``CnnPolicy``; ``pixels_lstm``: sb3-contrib ``RecurrentPPO`` with
+    ``CnnLstmPolicy``; ``state_oracle``: ``MlpPolicy``; the GQN types:
+    ``MultiInputPolicy`` with :class:`agents.features.GQNMazeExtractor`.
+    ``kwargs`` go to the algorithm (``tensorboard_log``, ``verbose``, ...).
+    """
+    if obs_type not in OBS_TYPES:
+        raise ValueError(f"obs_type must be one of {OBS_TYPES}, got {obs_type!r}")
+    if isinstance(settings, str):
+        if settings not in PPO_SETTINGS:
+            raise ValueError(f"settings must be one of {sorted(PPO_SETTINGS)} or a dict, got {settings!r}")
+        settings = PPO_SETTINGS[settings]
+    options = {"seed": seed, "device": "cpu", "verbose": 0, **settings, **kwargs}
+    if obs_type == "pixels_lstm":
+        try:
+            from sb3_contrib import RecurrentPPO
+        except ImportError as err:  # the rl extra
+            raise ImportError("pixels_lstm needs sb3-contrib: pip install 'gqn-gym[rl]'") from err
+        return RecurrentPPO("CnnLstmPolicy", venv, **options)
+    from stable_baselines3 import PPO
+
+    if obs_type == "pixels":
+        return PPO("CnnPolicy", venv, **options)
+    if obs_type == "state_oracle":
+        return PPO("MlpPolicy", venv, **options)
+    from agents.features import GQNMazeExtractor
+
+    policy_kwargs = {"features_extractor_class": GQNMazeExtractor, **options.pop("policy_kwargs", {})}
+    return PPO("MultiInputPolicy", venv, policy_kwargs=policy_kwargs, **options)
+
+
 class SuccessCurve(BaseCallback):
-    """Record ``(timestep, success)`` at every episode end, for learning curves."""
+    """Record ``(timestep, success, wall-clock seconds)`` at every episode end, for learning curves."""
 
     def __init__(self) -> None:
         super().__init__()
         self.timesteps: list[int] = []
         self.successes: list[float] = []
+        self.seconds: list[float] = []
+        self._start = 0.0
+
+    def _on_training_start(self) -> None:
+        self._start = time.perf_counter()
 
     def _on_step(self) -> bool:
         for info, done in zip(self.locals["infos"], self.locals["dones"], strict=True):
             if done:
                 self.timesteps.append(self.num_timesteps)
                 self.successes.append(float(info.get("is_success", False)))
+                self.seconds.append(time.perf_counter() - self._start)
         return True
 
 
@@ -171,31 +239,58 @@ def steps_to_threshold(curve: np.ndarray, total: int, threshold: float) -> float
     return float((hits[0] + 1) * total / bins) if hits.size else float("inf")
 
 
-def save_agent(agent: Any, out_dir: str | Path, world_model: Any = None) -> Path:
-    """Save a PPO agent as ``out_dir/policy.zip`` with its world model beside it (``world_model.pt``).
+def save_agent(
+    agent: Any, out_dir: str | Path, world_model: Any = None, obs_type: str = "gqn", env_kwargs: dict | None = None
+) -> Path:
+    """Save an agent as ``out_dir/policy.zip`` with its world model beside it (``world_model.pt``).
 
     The world model is saved as weights and config (atomic, checksummed, loadable without
     unpickling code), so :func:`load_agent` restores the pair and the policy sees the
-    features it was trained on.
+    features it was trained on. ``agent.json`` records the observation type, the
+    algorithm and the env kwargs the agent was trained with (``obs_keys``, ...), so
+    the agent can be evaluated on the observation it knows.
     """
     from world_model import save_checkpoint
+    from world_model.atomic import atomic_path
 
+    if obs_type not in OBS_TYPES:
+        raise ValueError(f"obs_type must be one of {OBS_TYPES}, got {obs_type!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     agent.save(out / "policy.zip")
     if world_model is not None:
         save_checkpoint(out / "world_model.pt", model=world_model)
+    info = {"obs_type": obs_type, "algorithm": type(agent).__name__, "env_kwargs": dict(env_kwargs or {})}
+    with atomic_path(out / "agent.json") as tmp:
+        tmp.write_text(json.dumps(info, indent=2))
     return out
 
 
+def agent_info(out_dir: str | Path) -> dict[str, Any]:
+    """What :func:`save_agent` recorded in ``agent.json``: ``obs_type``, ``algorithm``, ``env_kwargs``.
+
+    Folders saved without it hold a PPO agent on GQNMaze (with a world model) or on pixels.
+    """
+    path = Path(out_dir) / "agent.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    has_model = (Path(out_dir) / "world_model.pt").exists()
+    return {"obs_type": "gqn" if has_model else "pixels", "algorithm": "PPO", "env_kwargs": {}}
+
+
 def load_agent(out_dir: str | Path, device: str = "cpu") -> tuple[Any, Any]:
-    """Load what :func:`save_agent` wrote: ``(PPO agent, world model or None)``."""
+    """Load what :func:`save_agent` wrote: ``(agent, world model or None)``."""
     from stable_baselines3 import PPO
 
     from world_model import load_model
 
     out = Path(out_dir)
-    agent = PPO.load(out / "policy.zip", device=device)
+    if agent_info(out)["algorithm"] == "RecurrentPPO":
+        from sb3_contrib import RecurrentPPO
+
+        agent = RecurrentPPO.load(out / "policy.zip", device=device)
+    else:
+        agent = PPO.load(out / "policy.zip", device=device)
     model_path = out / "world_model.pt"
     model = load_model(model_path, device=device).eval() if model_path.exists() else None
     return agent, model

@@ -29,11 +29,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import CallbackList
 
 import gqn_env  # noqa: F401
-from agents.rl import SuccessCurve, WorldModelCallback, make_vec_env, steps_to_threshold, success_curve
+from agents.rl import (
+    PPO_SETTINGS,
+    SuccessCurve,
+    WorldModelCallback,
+    make_agent,
+    make_vec_env,
+    steps_to_threshold,
+    success_curve,
+)
 from benchmarks._common import RESULTS_DIR, format_table, write_json
 from world_model import GQNConfig, SceneBuffer, Trainer
 from world_model.atomic import atomic_path
@@ -52,24 +59,37 @@ def run(variant: str, seed: int, args: argparse.Namespace) -> dict:
         callbacks.append(WorldModelCallback(trainer, buffer, updates_per_rollout=args.wm_updates))
     elif variant == "gqn":
         venv = make_vec_env(variant, args.env_id, args.num_envs, seed, None, gqn_kwargs)
+    elif variant == "state_oracle":
+        venv = make_vec_env(variant, args.env_id, args.num_envs, seed, None, scene)
     else:
         venv = make_vec_env(variant, args.env_id, args.num_envs, seed, None, {**scene, "image_size": args.pixel_size})
-    policy = "CnnPolicy" if variant == "pixels" else "MultiInputPolicy"
-    agent = PPO(policy, venv, n_steps=args.n_steps, batch_size=256, n_epochs=4, seed=seed, device="cpu", verbose=0)
+    agent = make_agent(variant, venv, args.ppo, seed=seed)
     start = time.perf_counter()
     agent.learn(args.steps, callback=CallbackList(callbacks))
     seconds = time.perf_counter() - start
     venv.close()
-    curve = success_curve(callbacks[0].timesteps, callbacks[0].successes, args.steps, args.bins)
+    record = callbacks[0]
+    curve = success_curve(record.timesteps, record.successes, args.steps, args.bins)
+    steps = steps_to_threshold(curve, args.steps, args.threshold)
     return {
         "variant": variant,
         "seed": seed,
         "curve": curve.tolist(),
-        "steps_to_threshold": steps_to_threshold(curve, args.steps, args.threshold),
+        "steps_to_threshold": steps,
+        "seconds_to_threshold": seconds_at(record.timesteps, record.seconds, steps),
         "auc": float(np.nanmean(curve)) if np.isfinite(curve).any() else 0.0,
-        "episodes": len(callbacks[0].timesteps),
+        "episodes": len(record.timesteps),
         "seconds": seconds,
+        "episode_end_steps": record.timesteps,
+        "episode_end_seconds": [round(t, 2) for t in record.seconds],
     }
+
+
+def seconds_at(timesteps: list[int], seconds: list[float], step: float) -> float:
+    """Wall-clock seconds when training reached ``step`` env steps (interpolated between episode ends; inf if never)."""
+    if not np.isfinite(step) or not timesteps:
+        return float("inf")
+    return float(np.interp(step, [0, *timesteps], [0.0, *seconds]))
 
 
 def run_all(args: argparse.Namespace, partial: Path) -> list[dict]:
@@ -87,7 +107,7 @@ def run_all(args: argparse.Namespace, partial: Path) -> list[dict]:
             results = saved["runs"]
             print(f"resuming: {len(results)} finished run(s) from {partial}")
     done = {(r["variant"], r["seed"]) for r in results}
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         for variant in args.variants:
             if (variant, seed) in done:
                 continue
@@ -99,58 +119,110 @@ def run_all(args: argparse.Namespace, partial: Path) -> list[dict]:
     return results
 
 
-def summarize(results: list[dict], args: argparse.Namespace) -> tuple[list[dict], dict[str, float]]:
-    """One row per variant (median steps to threshold, mean AUC, ...) and the pixel/representation ratios.
+BASELINES = ("pixels", "pixels_lstm")
 
-    ``steps_ratio_pixels_over_<rep>`` is pixels' steps to threshold over the
-    representation's; when the representation never reached the threshold in
-    ``args.steps`` but pixels did, the ratio is only bounded, and reported as
-    ``steps_ratio_pixels_over_<rep>_at_most`` = pixels' steps / ``args.steps``.
+
+def _ratio(name: str, baseline: float, mine: float, budget: int) -> dict[str, float]:
+    """``baseline / mine`` of steps (or seconds) to threshold, or its bound when one side never got there."""
+    if np.isfinite(mine) and np.isfinite(baseline):
+        return {name: baseline / mine}
+    if np.isfinite(baseline):  # mine never reached it within the budget: mine > budget
+        return {f"{name}_at_most": baseline / budget}
+    if np.isfinite(mine):  # the baseline never reached it: baseline > budget
+        return {f"{name}_at_least": budget / mine}
+    return {}
+
+
+def summarize(results: list[dict], args: argparse.Namespace) -> tuple[list[dict], dict[str, float]]:
+    """One row per variant (median steps to threshold, mean AUC, ...) and the baseline/variant ratios.
+
+    ``steps_ratio_<baseline>_over_<variant>`` is the baseline's median steps to
+    threshold over the variant's, for the baselines ``pixels`` and ``pixels_lstm``
+    (``seconds_ratio_...``: the same in wall-clock seconds). When one side never
+    reached the threshold within ``args.steps``, the ratio is only bounded:
+    ``..._at_most`` (the variant never reached it: ratio < baseline / steps) or
+    ``..._at_least`` (the baseline never reached it: ratio > steps / variant).
     Neither reaching it gives no steps ratio; the AUC ratio is always reported.
     """
     rows = []
     for variant in args.variants:
         mine = [r for r in results if r["variant"] == variant]
+        if not mine:
+            continue
         rows.append(
             {
                 "variant": variant,
+                "seeds": len(mine),
                 "steps_to_threshold": float(np.median([r["steps_to_threshold"] for r in mine])),
+                "seconds_to_threshold": float(np.median([r.get("seconds_to_threshold", np.inf) for r in mine])),
                 "auc": float(np.mean([r["auc"] for r in mine])),
                 "final_success": float(np.nanmean([r["curve"][-1] for r in mine])),
                 "minutes": sum(r["seconds"] for r in mine) / 60,
             }
         )
     by = {r["variant"]: r for r in rows}
-    ratios = {}
-    for rep in ("gqn", "gqn_online"):
-        if rep not in by or "pixels" not in by:
+    ratios: dict[str, float] = {}
+    for baseline in BASELINES:
+        if baseline not in by:
             continue
-        pixels, mine = by["pixels"]["steps_to_threshold"], by[rep]["steps_to_threshold"]
-        if np.isfinite(mine) and np.isfinite(pixels):
-            ratios[f"steps_ratio_pixels_over_{rep}"] = pixels / mine
-        elif np.isfinite(pixels):
-            ratios[f"steps_ratio_pixels_over_{rep}_at_most"] = pixels / args.steps
-        ratios[f"auc_ratio_{rep}_over_pixels"] = by[rep]["auc"] / max(by["pixels"]["auc"], 1e-9)
+        for variant, row in by.items():
+            if variant == baseline or (variant in BASELINES and baseline == "pixels_lstm"):
+                continue
+            base = by[baseline]
+            ratios.update(
+                _ratio(
+                    f"steps_ratio_{baseline}_over_{variant}",
+                    base["steps_to_threshold"],
+                    row["steps_to_threshold"],
+                    args.steps,
+                )
+            )
+            if baseline == "pixels":
+                seconds = max(r["seconds"] for r in results if r["variant"] == baseline)
+                ratios.update(
+                    _ratio(
+                        f"seconds_ratio_pixels_over_{variant}",
+                        base["seconds_to_threshold"],
+                        row["seconds_to_threshold"],
+                        seconds,
+                    )
+                )
+                ratios[f"auc_ratio_{variant}_over_pixels"] = row["auc"] / max(base["auc"], 1e-9)
     return rows, ratios
 
 
+def _seconds_at_bins(run: dict, args: argparse.Namespace) -> np.ndarray:
+    ends = (np.arange(args.bins) + 1) * args.steps / args.bins
+    return np.array([seconds_at(run["episode_end_steps"], run["episode_end_seconds"], e) for e in ends])
+
+
 def plot(results: list[dict], args: argparse.Namespace, path: Path) -> None:
+    """Success against environment steps and against wall-clock seconds (mean and a 95% band over seeds)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    x = (np.arange(args.bins) + 0.5) * args.steps / args.bins
-    fig, ax = plt.subplots(figsize=(6, 4))
+    steps = (np.arange(args.bins) + 0.5) * args.steps / args.bins
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for variant in args.variants:
-        curves = np.array([r["curve"] for r in results if r["variant"] == variant], dtype=float)
+        runs = [r for r in results if r["variant"] == variant]
+        if not runs:
+            continue
+        curves = np.array([r["curve"] for r in runs], dtype=float)
         mean = np.nanmean(curves, axis=0)
-        half = 1.96 * np.nanstd(curves, axis=0) / np.sqrt(max(len(curves), 1))
-        ax.plot(x, mean, label=variant)
-        ax.fill_between(x, mean - half, mean + half, alpha=0.2)
-    ax.axhline(args.threshold, color="grey", linestyle=":", linewidth=1)
-    ax.set(xlabel="environment steps", ylabel="success rate (training episodes)", title=f"PPO on {args.env_id}")
-    ax.legend()
+        half = 1.96 * np.nanstd(curves, axis=0) / np.sqrt(len(curves))
+        label = f"{variant} ({len(runs)} seeds)"
+        axes[0].plot(steps, mean, label=label)
+        axes[0].fill_between(steps, mean - half, mean + half, alpha=0.2)
+        if all("episode_end_steps" in r for r in runs):
+            seconds = np.mean([_seconds_at_bins(r, args) for r in runs], axis=0)
+            axes[1].plot(seconds / 60, mean, label=label)
+    for ax, xlabel in zip(axes, ("environment steps", "wall-clock minutes on this machine"), strict=True):
+        ax.axhline(args.threshold, color="grey", linestyle=":", linewidth=1)
+        ax.set(xlabel=xlabel, ylabel="success rate (training episodes)")
+    axes[0].set_title(f"PPO ({args.ppo} settings) on {args.env_id}, {args.episode_steps}-step episodes")
+    axes[0].legend(fontsize=8)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120)
@@ -163,7 +235,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100_000)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--num-envs", type=int, default=4)
-    parser.add_argument("--n-steps", type=int, default=256, help="PPO rollout length per env")
+    parser.add_argument("--ppo", choices=sorted(PPO_SETTINGS), default="fast", help="shared PPO settings (agents.rl)")
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first_seed..first_seed+seeds-1")
     parser.add_argument("--episode-steps", type=int, default=96)
     parser.add_argument("--pixel-size", type=int, default=64)
     parser.add_argument(
@@ -179,13 +252,14 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.quick:
-        args.steps, args.seeds, args.bins, args.n_steps = 4096, 1, 8, 128
+        args.steps, args.seeds, args.bins = 4096, 1, 8
 
     name = "rl_sample_efficiency_quick" if args.quick else "rl_sample_efficiency"
     json_path = Path(args.out) if args.out else RESULTS_DIR / f"{name}.json"
     results = run_all(args, json_path.with_suffix(".partial.json"))
     rows, ratios = summarize(results, args)
-    print(format_table(rows, ["variant", "steps_to_threshold", "auc", "final_success", "minutes"]))
+    columns = ["variant", "seeds", "steps_to_threshold", "seconds_to_threshold", "auc", "final_success", "minutes"]
+    print(format_table(rows, columns))
     for key, value in ratios.items():
         print(f"{key}: {value:.3g}")
     png = json_path.with_suffix(".png")

@@ -5,13 +5,18 @@ Usage::
     python examples/train_agent.py --obs gqn --steps 50000 --out runs/agent_gqn
     python examples/train_agent.py --obs gqn_online --steps 50000 --out runs/agent_online
     python examples/train_agent.py --obs pixels --steps 50000 --out runs/agent_pixels
+    python examples/train_agent.py --obs state_oracle --steps 50000 --out runs/agent_oracle
     python examples/train_agent.py --load runs/agent_gqn --episodes 10      # evaluate a saved agent
     tensorboard --logdir runs/agent_gqn/tb
 
 ``gqn``: GQNMaze with the bundled world model, frozen. ``gqn_online``: a world
 model trained from scratch, during RL, on the agent's own frames
 (:class:`agents.rl.WorldModelCallback`: updates between rollouts only, see its
-docstring). ``pixels``: the 64x64 egocentric image with 4 stacked frames.
+docstring). ``pixels``: the 64x64 egocentric image with 4 stacked frames;
+``pixels_lstm``: one 64x64 frame and a recurrent policy (sb3-contrib);
+``state_oracle``: privileged state, a reference (agents/oracle.py).
+Every type trains with the same PPO settings (``--ppo``, agents.rl.PPO_SETTINGS);
+the GQN types read their Dict observation with agents.features.GQNMazeExtractor.
 Success is logged as ``rollout/success_rate`` (SB3 reads ``is_success``).
 The policy is saved as ``policy.zip`` with the world model it was trained with
 beside it (``world_model.pt``), and ``--load`` rebuilds that pair.
@@ -22,10 +27,20 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from stable_baselines3 import PPO
 
 import gqn_env  # noqa: F401
-from agents.rl import SuccessCurve, WorldModelCallback, load_agent, make_vec_env, save_agent
+from agents.rl import (
+    OBS_TYPES,
+    PIXEL_TYPES,
+    PPO_SETTINGS,
+    SuccessCurve,
+    WorldModelCallback,
+    agent_info,
+    load_agent,
+    make_agent,
+    make_vec_env,
+    save_agent,
+)
 from gqn_env.envs.gqn_maze import load_world_model
 from world_model import GQNConfig, SceneBuffer, Trainer
 
@@ -40,17 +55,15 @@ def train(args: argparse.Namespace) -> None:
         callbacks.append(WorldModelCallback(trainer, trainer.sampler, updates_per_rollout=args.wm_updates))
     elif args.obs == "gqn":
         model = load_world_model(args.checkpoint)
-    if args.obs == "pixels":
+    if args.obs in PIXEL_TYPES:
         scene["image_size"] = 64
+    elif args.obs != "state_oracle" and args.gqn_obs:
+        scene["obs_keys"] = args.gqn_obs
     venv = make_vec_env(args.obs, args.env_id, args.num_envs, args.seed, model, scene)
-    policy = "CnnPolicy" if args.obs == "pixels" else "MultiInputPolicy"
-    agent = PPO(
-        policy, venv, n_steps=256, batch_size=256, n_epochs=4, seed=args.seed, device="cpu",
-        tensorboard_log=f"{args.out}/tb", verbose=1,
-    )  # fmt: skip
+    agent = make_agent(args.obs, venv, args.ppo, seed=args.seed, tensorboard_log=f"{args.out}/tb", verbose=1)
     agent.learn(args.steps, callback=callbacks)
     venv.close()
-    out = save_agent(agent, args.out, model)
+    out = save_agent(agent, args.out, model, obs_type=args.obs, env_kwargs=scene)
     rate = np.mean(callbacks[0].successes[-50:]) if callbacks[0].successes else float("nan")
     print(f"saved {out}/policy.zip" + (" and world_model.pt" if model is not None else ""))
     print(f"success rate over the last {min(50, len(callbacks[0].successes))} training episodes: {rate:.2f}")
@@ -58,13 +71,16 @@ def train(args: argparse.Namespace) -> None:
 
 def evaluate(args: argparse.Namespace) -> None:
     agent, model = load_agent(args.load)
-    obs_type = "pixels" if model is None else "gqn"
-    scene = {"max_episode_steps": args.episode_steps, **({"image_size": 64} if model is None else {})}
+    info = agent_info(args.load)
+    obs_type = "gqn" if info["obs_type"] == "gqn_online" else info["obs_type"]  # evaluate with the saved weights
+    scene = {**info["env_kwargs"], "max_episode_steps": args.episode_steps}
     venv = make_vec_env(obs_type, args.env_id, 1, args.seed + 10_000, model, scene)
     successes, obs = [], venv.reset()
+    state, starts = None, np.ones(1, dtype=bool)  # a recurrent policy's memory
     while len(successes) < args.episodes:
-        action, _ = agent.predict(obs, deterministic=False)
+        action, state = agent.predict(obs, state=state, episode_start=starts, deterministic=False)
         obs, _, dones, infos = venv.step(action)
+        starts = dones
         if dones[0]:
             successes.append(float(infos[0].get("is_success", False)))
     venv.close()
@@ -73,7 +89,9 @@ def evaluate(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--obs", choices=["gqn", "gqn_online", "pixels"], default="gqn")
+    parser.add_argument("--obs", choices=OBS_TYPES, default="gqn")
+    parser.add_argument("--ppo", choices=sorted(PPO_SETTINGS), default="fast", help="shared PPO settings")
+    parser.add_argument("--gqn-obs", nargs="+", default=None, help="GQNMaze observation keys (default: the env's)")
     parser.add_argument("--env-id", default="GQNMazeScene-S2-v0")
     parser.add_argument("--steps", type=int, default=50_000)
     parser.add_argument("--num-envs", type=int, default=4)

@@ -154,15 +154,27 @@ class PatchRepresentation(nn.Module):
         self.mix = nn.Linear(self.grid * self.grid * c + config.viewpoint_dim, c)
         self.out = nn.Linear(c, config.r_channels)
 
-    def forward(self, images: torch.Tensor, viewpoints: torch.Tensor) -> torch.Tensor:
-        """Encode views: images ``(N, 3, S, S)`` in [0, 1], viewpoints ``(N, D)`` -> ``(N, r, 1, 1)``."""
+    def patch_map(self, images: torch.Tensor) -> torch.Tensor:
+        """The image's per-patch features before the dense head: ``(N, 3, S, S)`` -> ``(N, g, g, c)``.
+
+        Each of the ``g x g`` cells describes one ``2 * downsample``-pixel square of
+        the image, so the map keeps where in the view a feature is, which the
+        pooled vector r mixes away. (GQNMaze observes it as ``patches``.)
+        """
         n, g = images.shape[0], self.grid
         x = F.relu(self.embed(patchify(images, self.patch)))  # (N, 2g, 2g, c)
         # merge each 2x2 block of patches: (N, g, 2, g, 2, c) -> (N, g, g, 4c)
         x = x.view(n, g, 2, g, 2, -1).permute(0, 1, 3, 2, 4, 5).reshape(n, g, g, -1)
-        x = F.relu(self.merge(x))  # (N, g, g, c)
-        x = F.relu(self.mix(torch.cat([x.reshape(n, -1), viewpoints], dim=1)))  # (N, c)
+        return F.relu(self.merge(x))  # (N, g, g, c)
+
+    def head(self, patches: torch.Tensor, viewpoints: torch.Tensor) -> torch.Tensor:
+        """r of one view from its :meth:`patch_map` ``(N, g, g, c)`` and viewpoints ``(N, D)``: ``(N, r, 1, 1)``."""
+        x = F.relu(self.mix(torch.cat([patches.reshape(len(patches), -1), viewpoints], dim=1)))  # (N, c)
         return self.out(x)[:, :, None, None]  # (N, r, 1, 1)
+
+    def forward(self, images: torch.Tensor, viewpoints: torch.Tensor) -> torch.Tensor:
+        """Encode views: images ``(N, 3, S, S)`` in [0, 1], viewpoints ``(N, D)`` -> ``(N, r, 1, 1)``."""
+        return self.head(self.patch_map(images), viewpoints)
 
 
 def make_representation(config: GQNConfig) -> nn.Module:

@@ -273,6 +273,8 @@ class GQNMazeScene(MiniWorldEnv, utils.EzPickle):
         self.grid_rooms = [room for row in grid for room in row]
 
         # Spanning tree by iterative recursive-backtracking: always connected.
+        # Each doorway's centre on the floor, (x, z), is kept for privileged ground truth (privileged.py).
+        self.doorways: list[tuple[float, float]] = []
         visited = {(0, 0)}
         stack = [(0, 0)]
         while stack:
@@ -289,8 +291,10 @@ class GQNMazeScene(MiniWorldEnv, utils.EzPickle):
             a, b = grid[j][i], grid[nj][ni]
             if ni == i:  # vertical neighbour: doorway spans the room's x extent
                 self.connect_rooms(a, b, min_x=a.min_x, max_x=a.max_x)
+                self.doorways.append(((a.min_x + a.max_x) / 2, (max(a.min_z, b.min_z) - self.gap_size / 2)))
             else:
                 self.connect_rooms(a, b, min_z=a.min_z, max_z=a.max_z)
+                self.doorways.append(((max(a.min_x, b.min_x) - self.gap_size / 2), (a.min_z + a.max_z) / 2))
             visited.add((ni, nj))
             stack.append((ni, nj))
 

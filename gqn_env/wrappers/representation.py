@@ -14,7 +14,11 @@ Observation ``representation``: the flat running sum divided by the number of
 frames seen (``scale="mean"``, default: bounded and stationary in scale, which
 suits PPO) or the raw sum (``scale="sum"``, the paper's r). Observation ``view``:
 the encoding of the current frame alone, ``f(x_t, v_t)``: what the agent sees now,
-in the model's terms (free: it is the term just added to the sum).
+in the model's terms (free: it is the term just added to the sum). Observation
+``patches`` (models with the ``patch`` representation network): the current
+frame's per-patch features ``(c, g, g)``, the representation network's map
+before it pools the frame into one vector; it keeps where in the view each
+feature is (also free: computed on the way to ``view``).
 
 Imagination renders from the sum, but the model was trained on sums of at most
 ``config.context_max`` views, and an episode holds hundreds of frames. So once
@@ -42,7 +46,7 @@ from gymnasium import spaces
 
 from gqn_env.envs.viewpoint import VIEWPOINT_DIM, Pose
 
-OBS_KEYS = ("representation", "view", "viewpoint", "image")
+OBS_KEYS = ("representation", "view", "patches", "viewpoint", "image")
 SCALES = ("mean", "sum")
 
 
@@ -79,13 +83,25 @@ class RepresentationState:
         device: Where to run the encoder.
     """
 
-    def __init__(self, model: Any, num_scenes: int, device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self, model: Any, num_scenes: int, device: str | torch.device = "cpu", patches: bool = False
+    ) -> None:
         self.model = model.eval().to(device)
         self.device = torch.device(device)
         self.config = model.config
         self.sums = np.zeros((num_scenes, *self.config.representation_shape), dtype=np.float32)  # (N, C, h, w)
         self.counts = np.zeros(num_scenes, dtype=np.int64)
         self.last = np.zeros_like(self.sums)  # (N, C, h, w): the latest frame's encoding per scene
+        # The latest frame's per-patch features, (N, c, g, g), when asked for (patch representation only).
+        self.patches: np.ndarray | None = None
+        if patches:
+            if not hasattr(model.representation, "patch_map"):
+                raise ValueError(
+                    f"The 'patches' observation needs a model with the 'patch' representation network, "
+                    f"this one has {model.config.representation!r}"
+                )
+            g = model.representation.grid
+            self.patches = np.zeros((num_scenes, self.config.tower_channels, g, g), dtype=np.float32)
         # Models that render from the nearest context view: each scene's frames, (S, S, 3) uint8 and (D,).
         self.keep_frames = model.uses_view
         self.frames: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(num_scenes)]
@@ -121,8 +137,13 @@ class RepresentationState:
     def _encode(self, images: np.ndarray, viewpoints: np.ndarray) -> np.ndarray:
         """:meth:`encode` of frames already through :meth:`_prepare`."""
         x = torch.from_numpy(images).to(self.device).permute(0, 3, 1, 2).float().mul_(1 / 255)  # (N, 3, S, S)
-        r = self.model.representation(x, torch.from_numpy(viewpoints).to(self.device))  # (N, C, h, w)
-        return r.cpu().numpy()
+        v = torch.from_numpy(viewpoints).to(self.device)
+        if self.patches is None:
+            return self.model.representation(x, v).cpu().numpy()  # (N, C, h, w)
+        net = self.model.representation
+        patches = net.patch_map(x)  # (N, g, g, c)
+        self._new_patches = patches.permute(0, 3, 1, 2).cpu().numpy()  # (N, c, g, g)
+        return net.head(patches, v).cpu().numpy()  # (N, C, 1, 1)
 
     def add(
         self, slots: np.ndarray, images: np.ndarray, viewpoints: np.ndarray, reset: np.ndarray | None = None
@@ -144,6 +165,8 @@ class RepresentationState:
         self.sums[slots] += r
         self.counts[slots] += 1
         self.last[slots] = r
+        if self.patches is not None:
+            self.patches[slots] = self._new_patches
         if self.keep_frames:
             for i, slot in enumerate(slots):
                 self._remember(int(slot), images[i], viewpoints[i], reset is not None and bool(reset[i]))
@@ -159,6 +182,8 @@ class RepresentationState:
             self.sums[slot] += r
             self.counts[slot] += 1
         self.last[slot] = r
+        if self.patches is not None:
+            self.patches[slot] = self._new_patches[0]
         if self.keep_frames:
             self._remember(slot, images[0], viewpoints[0], reset)
 
@@ -188,9 +213,13 @@ class RepresentationState:
         return flat
 
     def observations(self, slots: np.ndarray, scale: str) -> dict[str, np.ndarray]:
-        """The model's observation keys for the given slots: ``representation`` and ``view``, ``(N, size)`` each."""
+        """The model's observation keys for the given slots: ``representation`` and ``view``, ``(N, size)`` each,
+        and ``patches`` ``(N, c, g, g)`` when kept."""
         slots = np.asarray(slots)
-        return {"representation": self.observation(slots, scale), "view": self.last[slots].reshape(len(slots), -1)}
+        out = {"representation": self.observation(slots, scale), "view": self.last[slots].reshape(len(slots), -1)}
+        if self.patches is not None:
+            out["patches"] = self.patches[slots].copy()
+        return out
 
     @torch.inference_mode()
     def imagine(self, slot: int, viewpoints: np.ndarray, seed: int = 0, sample: bool = False) -> np.ndarray:
@@ -213,13 +242,16 @@ class RepresentationState:
         return (images.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
 
-def _obs_space(env_space: spaces.Dict, size: int, obs_keys: Sequence[str]) -> spaces.Dict:
+def _obs_space(env_space: spaces.Dict, state: RepresentationState, obs_keys: Sequence[str]) -> spaces.Dict:
+    size = state.size
     parts = {
         "representation": spaces.Box(-np.inf, np.inf, (size,), dtype=np.float32),
         "view": spaces.Box(-np.inf, np.inf, (size,), dtype=np.float32),
         "viewpoint": env_space["viewpoint"],
         "image": env_space["image"],
     }
+    if state.patches is not None:
+        parts["patches"] = spaces.Box(-np.inf, np.inf, state.patches.shape[1:], dtype=np.float32)
     return spaces.Dict({k: parts[k] for k in obs_keys})
 
 
@@ -265,8 +297,8 @@ class GQNRepresentation(gym.Wrapper):
         self.obs_keys = _check_args(env.observation_space, obs_keys, scale, model)
         self.scale = scale
         self.emit_frames = emit_frames
-        self.state = RepresentationState(model, 1, device)
-        self.observation_space = _obs_space(env.observation_space, self.state.size, self.obs_keys)
+        self.state = RepresentationState(model, 1, device, patches="patches" in self.obs_keys)
+        self.observation_space = _obs_space(env.observation_space, self.state, self.obs_keys)
         self._last_obs: dict[str, np.ndarray] | None = None
         self._episode_images: list[np.ndarray] = []
         self._episode_viewpoints: list[np.ndarray] = []
@@ -313,6 +345,8 @@ class GQNRepresentation(gym.Wrapper):
         self.state.sums[0] = r.sum(axis=0)
         self.state.counts[0] = len(r)
         self.state.last[0] = r[-1]
+        if self.state.patches is not None:
+            self.state.patches[0] = self.state._new_patches[-1]
 
     def current_observation(self) -> dict:
         """The observation of the current state (e.g. after :meth:`refresh`)."""
@@ -389,8 +423,8 @@ class GQNRepresentationVector(gym.vector.VectorWrapper):
             raise ValueError(f"GQNRepresentationVector needs autoreset_mode NEXT_STEP, got {mode}")
         self.obs_keys = _check_args(env.single_observation_space, obs_keys, scale, model)
         self.scale = scale
-        self.state = RepresentationState(model, env.num_envs, device)
-        self.single_observation_space = _obs_space(env.single_observation_space, self.state.size, self.obs_keys)
+        self.state = RepresentationState(model, env.num_envs, device, patches="patches" in self.obs_keys)
+        self.single_observation_space = _obs_space(env.single_observation_space, self.state, self.obs_keys)
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, env.num_envs)
         self._slots = np.arange(env.num_envs)
         self._autoreset = np.zeros(env.num_envs, dtype=bool)

@@ -9,7 +9,7 @@ from benchmarks import rl_sample_efficiency as bench
 
 
 def _args(**overrides):
-    args = {"variants": ["gqn", "pixels"], "seeds": 2, "steps": 100, "restart": False, "out": None}
+    args = {"variants": ["gqn", "pixels"], "seeds": 2, "first_seed": 0, "steps": 100, "restart": False, "out": None}
     return argparse.Namespace(**{**args, **overrides})
 
 
@@ -68,3 +68,17 @@ def test_steps_ratio_is_a_bound_when_the_representation_never_reaches_the_thresh
     assert "steps_ratio_pixels_over_gqn_online" not in ratios
     assert ratios["steps_ratio_pixels_over_gqn_online_at_most"] == pytest.approx(0.6)
     assert ratios["auc_ratio_gqn_online_over_pixels"] == pytest.approx(0.5)
+
+
+def test_a_baseline_that_never_reaches_the_threshold_bounds_the_ratio_from_below():
+    args = _args(variants=["gqn", "pixels", "pixels_lstm"], steps=100_000)
+    results = [
+        _result("gqn", 25_000.0, 0.6),
+        _result("pixels", float("inf"), 0.2),
+        _result("pixels_lstm", 50_000.0, 0.4),
+    ]
+    _, ratios = bench.summarize(results, args)
+    assert ratios["steps_ratio_pixels_over_gqn_at_least"] == pytest.approx(4.0)
+    assert ratios["steps_ratio_pixels_lstm_over_gqn"] == pytest.approx(2.0)
+    assert ratios["steps_ratio_pixels_over_pixels_lstm_at_least"] == pytest.approx(2.0)
+    assert "steps_ratio_pixels_lstm_over_pixels" not in ratios

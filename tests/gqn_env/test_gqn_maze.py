@@ -129,10 +129,40 @@ def test_bad_kwargs_raise(model, kwargs, match):
         make(model, **kwargs)
 
 
+def test_patches_are_the_current_frames_per_patch_features(model):
+    env = make(model, obs_keys=("patches", "view"), image_size=32)  # frames block-averaged to the model's 16
+    plain = make(model, obs_keys=("view",), image_size=32)
+    try:
+        grid = model.representation.grid
+        assert env.observation_space["patches"].shape == (model.config.tower_channels, grid, grid)
+        obs, _ = env.reset(seed=4)
+        plain_obs, _ = plain.reset(seed=4)
+        for action in (2, 0, 2):
+            state = env.unwrapped  # the scene: its last image is what the wrapper just encoded
+            image = state.render_obs()
+            small = image.reshape(16, 2, 16, 2, 3).mean(axis=(1, 3)).round().astype(np.uint8)
+            x = torch.from_numpy(small).permute(2, 0, 1)[None].float() / 255
+            with torch.no_grad():
+                expected = model.representation.patch_map(x)[0].permute(2, 0, 1).numpy()  # (c, g, g)
+            np.testing.assert_allclose(obs["patches"], expected, rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(obs["view"], plain_obs["view"], rtol=1e-5, atol=1e-6)  # r is unchanged
+            obs, *_ = env.step(action)
+            plain_obs, *_ = plain.step(action)
+    finally:
+        env.close()
+        plain.close()
+
+
+def test_patches_need_a_patch_representation():
+    tower = GQN(GQNConfig.tiny().replace(representation="pool"))
+    with pytest.raises(ValueError, match="patch"):
+        make(tower, obs_keys=("patches",))
+
+
 def test_batched_vector_wrapper_matches_single_envs(model):
     n = 2
     envs = gym.vector.SyncVectorEnv([lambda: gym.make("GQNMazeScene-v0", image_size=16, **SCENE) for _ in range(n)])
-    keys = ("representation", "view", "viewpoint")
+    keys = ("representation", "view", "patches", "viewpoint")
     vec = GQNRepresentationVector(envs, model, obs_keys=keys)
     singles = [
         GQNRepresentation(gym.make("GQNMazeScene-v0", image_size=16, **SCENE).unwrapped, model, obs_keys=keys)
@@ -143,7 +173,7 @@ def test_batched_vector_wrapper_matches_single_envs(model):
         single_obs = [s.reset(seed=10 + i)[0] for i, s in enumerate(singles)]
         for step in range(4):
             for i in range(n):
-                for key in ("representation", "view"):
+                for key in ("representation", "view", "patches"):
                     np.testing.assert_allclose(obs[key][i], single_obs[i][key], rtol=1e-4, atol=1e-5)
             actions = np.array([2, step % 3])
             obs, *_ = vec.step(actions)

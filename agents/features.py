@@ -1,0 +1,69 @@
+"""A features extractor made for GQNMaze's Dict observation.
+
+SB3's default for Dict spaces (``CombinedExtractor``) flattens every vector key
+and concatenates them unchanged, so the policy's first layer sees a 64-wide
+representation next to a 7-wide viewpoint at whatever scale each has. This
+extractor gives each key a small network of its own, chosen once from the
+key's space (as SB3's ``CombinedExtractor`` keeps a ``ModuleDict``):
+
+* a spatial map ``(C, h, w)`` (the ``patches`` key: the current frame's
+  per-patch features): a 1x1 then a 3x3 convolution, flattened, so the policy
+  keeps *where* in the image a feature is;
+* a vector (``representation``, ``frame``, ``viewpoint``): LayerNorm then a
+  linear layer with ReLU; LayerNorm puts every key on one scale whatever the
+  world model's output range, with no running statistics to carry around;
+* an image (``image``, uint8): SB3's ``NatureCNN``.
+
+The outputs are concatenated; the policy and value heads sit on top as usual.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import torch
+from stable_baselines3.common.preprocessing import is_image_space
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, NatureCNN
+from torch import nn
+
+
+class GQNMazeExtractor(BaseFeaturesExtractor):
+    """One small network per observation key, outputs concatenated.
+
+    Args:
+        observation_space: A ``Dict`` of ``Box`` spaces.
+        vector_features: Output width of each vector key's layer.
+        map_channels: Channels of the convolutions over a spatial map.
+    """
+
+    def __init__(self, observation_space: gym.spaces.Dict, vector_features: int = 64, map_channels: int = 32) -> None:
+        if not isinstance(observation_space, gym.spaces.Dict):
+            raise ValueError(f"GQNMazeExtractor needs a Dict observation space, got {observation_space}")
+        nets: dict[str, nn.Module] = {}
+        total = 0
+        for key, space in observation_space.spaces.items():
+            if not isinstance(space, gym.spaces.Box):
+                raise ValueError(f"Observation key {key!r} must be a Box, got {space}")
+            if is_image_space(space, check_channels=False) and space.dtype == "uint8":
+                nets[key] = NatureCNN(space, features_dim=256, normalized_image=False)
+                total += 256
+            elif len(space.shape) == 3:  # (C, h, w) feature map
+                c, h, w = space.shape
+                nets[key] = nn.Sequential(
+                    nn.Conv2d(c, map_channels, 1),
+                    nn.ReLU(),
+                    nn.Conv2d(map_channels, map_channels, 3, padding=1),
+                    nn.ReLU(),
+                    nn.Flatten(),
+                )
+                total += map_channels * h * w
+            elif len(space.shape) == 1:
+                nets[key] = nn.Sequential(nn.LayerNorm(space.shape[0]), nn.Linear(space.shape[0], vector_features), nn.ReLU())
+                total += vector_features
+            else:
+                raise ValueError(f"Observation key {key!r} has an unsupported shape {space.shape}")
+        super().__init__(observation_space, features_dim=total)
+        self.nets = nn.ModuleDict(nets)
+
+    def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``(N, features_dim)`` features of a batch of Dict observations."""
+        return torch.cat([net(observations[key]) for key, net in self.nets.items()], dim=1)

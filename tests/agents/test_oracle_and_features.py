@@ -1,0 +1,101 @@
+"""The state-oracle reference observation, the GQNMaze features extractor and the shared PPO settings."""
+
+from __future__ import annotations
+
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from agents.features import GQNMazeExtractor
+from agents.oracle import RAY_ANGLES, StateOracle
+from agents.rl import PPO_SETTINGS, make_agent, make_vec_env
+from gqn_env.envs import privileged
+
+TINY_SCENE = {"num_rows": 2, "num_cols": 2, "max_episode_steps": 20, "map_size": 32, "image_size": 16}
+
+
+def test_state_oracle_observes_the_goal_and_the_walls():
+    env = StateOracle(gym.make("GQNMazeScene-v0", **TINY_SCENE))
+    try:
+        obs, _ = env.reset(seed=0)
+        scene = env.unwrapped
+        assert env.observation_space.contains(obs) and obs.shape == (StateOracle.size,)
+        side = max(scene.max_x - scene.min_x, scene.max_z - scene.min_z)
+        forward, left = privileged.goal_egocentric(scene)
+        np.testing.assert_allclose(obs[7:9], np.array([forward, left]) / side, rtol=1e-5)
+        walls = privileged.obstacle_distances(scene, RAY_ANGLES, max_distance=2 * scene.room_size) / scene.room_size
+        np.testing.assert_allclose(obs[-len(RAY_ANGLES) :], walls, rtol=1e-5)
+        # Turning left (MiniWorld turns 15 degrees) moves the goal's bearing 15 degrees to the right.
+        before = math.atan2(obs[11], obs[10])
+        after_obs, *_ = env.step(0)
+        turned = math.atan2(after_obs[11], after_obs[10])
+        assert math.remainder(before - turned, 2 * math.pi) == pytest.approx(math.radians(15), abs=1e-4)
+    finally:
+        env.close()
+
+
+def test_state_oracle_refuses_an_env_without_viewpoints():
+    with pytest.raises(ValueError, match="viewpoint"):
+        StateOracle(gym.make("CartPole-v1"))
+
+
+def _space(map_shape=(8, 2, 2), vector=5):
+    return gym.spaces.Dict(
+        {
+            "patches": gym.spaces.Box(-np.inf, np.inf, map_shape, np.float32),
+            "representation": gym.spaces.Box(-np.inf, np.inf, (vector,), np.float32),
+        }
+    )
+
+
+def test_extractor_gives_each_key_its_network_and_keeps_where_in_the_map():
+    torch.manual_seed(0)
+    extractor = GQNMazeExtractor(_space(), vector_features=16, map_channels=4)
+    assert extractor.features_dim == 4 * 2 * 2 + 16
+    obs = {"patches": torch.zeros(2, 8, 2, 2), "representation": torch.randn(2, 5)}
+    obs["patches"][0, :, 0, 0] = 1.0  # the same feature, top-left in one view and bottom-right in the other
+    obs["patches"][1, :, 1, 1] = 1.0
+    out = extractor(obs)
+    assert out.shape == (2, extractor.features_dim)
+    assert not torch.allclose(out[0, :16], out[1, :16])  # pooling would have made these equal
+    out.sum().backward()
+    assert all(p.grad is not None for p in extractor.parameters())
+
+
+def test_extractor_refuses_spaces_it_cannot_read():
+    with pytest.raises(ValueError, match="Dict"):
+        GQNMazeExtractor(gym.spaces.Box(0, 1, (3,)))
+    with pytest.raises(ValueError, match="shape"):
+        GQNMazeExtractor(gym.spaces.Dict({"x": gym.spaces.Box(0, 1, (2, 2))}))
+
+
+def test_make_agent_shares_the_settings_across_observation_types():
+    oracle = make_vec_env("state_oracle", "GQNMazeScene-v0", 1, seed=0, env_kwargs=TINY_SCENE)
+    pixels = make_vec_env("pixels", "GQNMazeScene-v0", 1, seed=0, env_kwargs={**TINY_SCENE, "image_size": 36})
+    try:
+        agents = [make_agent("state_oracle", oracle, "fast"), make_agent("pixels", pixels, "fast")]
+        for agent in agents:
+            for key, value in PPO_SETTINGS["fast"].items():
+                got = agent.learning_rate if key == "learning_rate" else getattr(agent, key)
+                assert got == value, key
+        with pytest.raises(ValueError, match="settings"):
+            make_agent("state_oracle", oracle, "slowest")
+        with pytest.raises(ValueError, match="obs_type"):
+            make_agent("radar", oracle)
+    finally:
+        oracle.close()
+        pixels.close()
+
+
+@pytest.mark.slow
+def test_oracle_ppo_updates_the_policy():
+    venv = make_vec_env("state_oracle", "GQNMazeScene-v0", 2, seed=0, env_kwargs=TINY_SCENE)
+    agent = make_agent("state_oracle", venv, {"n_steps": 32, "batch_size": 32, "n_epochs": 2})
+    before = [p.detach().clone() for p in agent.policy.parameters()]
+    agent.learn(64)
+    assert agent.num_timesteps >= 64
+    assert any(not torch.equal(a, b) for a, b in zip(before, agent.policy.parameters(), strict=True))
+    venv.close()
