@@ -57,7 +57,9 @@ class GQNMazeExtractor(BaseFeaturesExtractor):
                 )
                 total += map_channels * h * w
             elif len(space.shape) == 1:
-                nets[key] = nn.Sequential(nn.LayerNorm(space.shape[0]), nn.Linear(space.shape[0], vector_features), nn.ReLU())
+                nets[key] = nn.Sequential(
+                    nn.LayerNorm(space.shape[0]), nn.Linear(space.shape[0], vector_features), nn.ReLU()
+                )
                 total += vector_features
             else:
                 raise ValueError(f"Observation key {key!r} has an unsupported shape {space.shape}")

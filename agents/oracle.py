@@ -41,7 +41,9 @@ class StateOracle(gym.ObservationWrapper):
     def __init__(self, env: gym.Env) -> None:
         super().__init__(env)
         if not isinstance(env.observation_space, spaces.Dict) or "viewpoint" not in env.observation_space.spaces:
-            raise ValueError(f"StateOracle wraps a scene env observing a Dict with 'viewpoint', got {env.observation_space}")
+            raise ValueError(
+                f"StateOracle wraps a scene env observing a Dict with 'viewpoint', got {env.observation_space}"
+            )
         self.observation_space = spaces.Box(-np.inf, np.inf, (self.size,), dtype=np.float32)
 
     def observation(self, observation: dict) -> np.ndarray:

@@ -10,6 +10,8 @@ Observation types on the same scenes:
   (``VecFrameStack``), PPO ``CnnPolicy`` (SB3's Nature CNN);
 * ``pixels_lstm``: the raw image, one frame, sb3-contrib ``RecurrentPPO`` with
   ``CnnLstmPolicy`` (the memory baseline);
+* ``gqn_lstm``: ``gqn``'s observation read by sb3-contrib ``RecurrentPPO``
+  (``MultiInputLstmPolicy`` over :class:`agents.features.GQNMazeExtractor`);
 * ``state_oracle``: privileged state (:class:`agents.oracle.StateOracle`), PPO
   ``MlpPolicy``: a reference that bounds what any observation can buy.
 
@@ -40,18 +42,21 @@ import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.monitor import Monitor
-from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecFrameStack
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecFrameStack, VecNormalize
 
-OBS_TYPES = ("gqn", "gqn_online", "pixels", "pixels_lstm", "state_oracle")
+OBS_TYPES = ("gqn", "gqn_online", "gqn_lstm", "pixels", "pixels_lstm", "state_oracle")
+GQN_TYPES = ("gqn", "gqn_online", "gqn_lstm")
 PIXEL_TYPES = ("pixels", "pixels_lstm")
 
 #: Named PPO hyper-parameter sets shared by every observation type (benchmarks/README in docs/rl.md).
 #: ``sb3``: 4 envs x 256 steps, batch 256, 4 epochs, SB3's defaults otherwise (the first benchmark).
 #: ``fast``: 4 envs x 128 steps, batch 128, 10 epochs, learning rate 1e-3, entropy bonus 0.01:
 #: more updates per sample, chosen on calibration seeds by the privileged-state agent's headroom.
+#: ``steady``: ``fast`` at SB3's default learning rate 3e-4.
 PPO_SETTINGS: dict[str, dict[str, Any]] = {
     "sb3": {"n_steps": 256, "batch_size": 256, "n_epochs": 4},
     "fast": {"n_steps": 128, "batch_size": 128, "n_epochs": 10, "learning_rate": 1e-3, "ent_coef": 0.01},
+    "steady": {"n_steps": 128, "batch_size": 128, "n_epochs": 10, "learning_rate": 3e-4, "ent_coef": 0.01},
 }
 
 
@@ -68,12 +73,24 @@ class ImageOnly(gym.ObservationWrapper):
 
 
 def make_vec_env(
-    obs_type: str, env_id: str, num_envs: int, seed: int, model: Any = None, env_kwargs: dict | None = None
+    obs_type: str,
+    env_id: str,
+    num_envs: int,
+    seed: int,
+    model: Any = None,
+    env_kwargs: dict | None = None,
+    normalize: bool = True,
 ) -> VecEnv:
     """A DummyVecEnv of monitored envs for ``obs_type`` (see the module docstring).
 
     ``env_id`` is a scene id such as ``GQNMazeScene-S2-v0``; for the GQN types the
     matching ``GQNMaze`` id is used, with ``model`` shared by all sub-envs.
+
+    ``normalize`` (GQN types): standardise each feature of the model's
+    observation keys by running statistics (SB3's ``VecNormalize``, observations
+    only). The world model's features vary little over an episode next to their
+    offsets (the bundled model's running mean moves by about 5e-4 per feature),
+    so without it a policy sees a nearly constant input.
     """
     if obs_type not in OBS_TYPES:
         raise ValueError(f"obs_type must be one of {OBS_TYPES}, got {obs_type!r}")
@@ -104,7 +121,12 @@ def make_vec_env(
 
     venv = DummyVecEnv([factory(i) for i in range(num_envs)])
     venv.seed(seed * 1000)
-    return VecFrameStack(venv, 4) if obs_type == "pixels" else venv
+    if obs_type == "pixels":
+        return VecFrameStack(venv, 4)
+    if obs_type in GQN_TYPES and normalize:
+        keys = [k for k in venv.observation_space.spaces if k != "image"]
+        return VecNormalize(venv, norm_obs=True, norm_reward=False, norm_obs_keys=keys, clip_obs=10.0)
+    return venv
 
 
 def make_agent(obs_type: str, venv: VecEnv, settings: str | dict[str, Any] = "fast", seed: int = 0, **kwargs: Any):
@@ -122,12 +144,17 @@ def make_agent(obs_type: str, venv: VecEnv, settings: str | dict[str, Any] = "fa
             raise ValueError(f"settings must be one of {sorted(PPO_SETTINGS)} or a dict, got {settings!r}")
         settings = PPO_SETTINGS[settings]
     options = {"seed": seed, "device": "cpu", "verbose": 0, **settings, **kwargs}
-    if obs_type == "pixels_lstm":
+    if obs_type in ("pixels_lstm", "gqn_lstm"):
         try:
             from sb3_contrib import RecurrentPPO
         except ImportError as err:  # the rl extra
-            raise ImportError("pixels_lstm needs sb3-contrib: pip install 'gqn-gym[rl]'") from err
-        return RecurrentPPO("CnnLstmPolicy", venv, **options)
+            raise ImportError(f"{obs_type} needs sb3-contrib: pip install 'gqn-gym[rl]'") from err
+        if obs_type == "pixels_lstm":
+            return RecurrentPPO("CnnLstmPolicy", venv, **options)
+        from agents.features import GQNMazeExtractor
+
+        policy_kwargs = {"features_extractor_class": GQNMazeExtractor, **options.pop("policy_kwargs", {})}
+        return RecurrentPPO("MultiInputLstmPolicy", venv, policy_kwargs=policy_kwargs, **options)
     from stable_baselines3 import PPO
 
     if obs_type == "pixels":
@@ -217,7 +244,8 @@ class WorldModelCallback(BaseCallback):
         venv = self.training_env
         venv.env_method("refresh")
         current = venv.env_method("current_observation")
-        self.model._last_obs = {k: np.stack([obs[k] for obs in current]) for k in current[0]}
+        obs = {k: np.stack([o[k] for o in current]) for k in current[0]}
+        self.model._last_obs = venv.normalize_obs(obs) if isinstance(venv, VecNormalize) else obs
 
 
 def success_curve(timesteps: list[int], successes: list[float], total: int, bins: int = 20) -> np.ndarray:
@@ -230,6 +258,22 @@ def success_curve(timesteps: list[int], successes: list[float], total: int, bins
         if mask.any():
             rates[b] = float(np.mean(np.asarray(successes)[mask]))
     return rates
+
+
+def steps_to_rolling_threshold(
+    timesteps: list[int], successes: list[float], threshold: float, window: int = 50
+) -> float:
+    """First env step at which the success rate of the last ``window`` episodes reaches ``threshold``.
+
+    A rolling window over episodes (as SB3's logged ``success_rate``) rather than a
+    fixed bin: one lucky bin of a few episodes does not count. inf if never (or
+    fewer than ``window`` episodes ended).
+    """
+    if len(successes) < window:
+        return float("inf")
+    rates = np.convolve(np.asarray(successes, dtype=float), np.ones(window) / window, mode="valid")
+    hits = np.flatnonzero(rates >= threshold)
+    return float(timesteps[hits[0] + window - 1]) if hits.size else float("inf")
 
 
 def steps_to_threshold(curve: np.ndarray, total: int, threshold: float) -> float:
@@ -260,10 +304,33 @@ def save_agent(
     agent.save(out / "policy.zip")
     if world_model is not None:
         save_checkpoint(out / "world_model.pt", model=world_model)
+    normalizer = agent.get_vec_normalize_env()
+    stats = {}
+    if normalizer is not None:  # plain arrays, no pickle: loadable without running code
+        for key, rms in normalizer.obs_rms.items():
+            stats |= {f"{key}.mean": rms.mean, f"{key}.var": rms.var, f"{key}.count": np.array(rms.count)}
+        with atomic_path(out / "obs_normalization.npz") as tmp, open(tmp, "wb") as f:
+            np.savez(f, **stats)
     info = {"obs_type": obs_type, "algorithm": type(agent).__name__, "env_kwargs": dict(env_kwargs or {})}
     with atomic_path(out / "agent.json") as tmp:
         tmp.write_text(json.dumps(info, indent=2))
     return out
+
+
+def restore_normalization(venv: VecEnv, out_dir: str | Path) -> VecEnv:
+    """Give ``venv``'s ``VecNormalize`` the statistics :func:`save_agent` kept, frozen (for evaluation)."""
+    path = Path(out_dir) / "obs_normalization.npz"
+    if not isinstance(venv, VecNormalize):
+        return venv
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} is missing: the agent in {out_dir} was saved without its observation statistics"
+        )
+    with np.load(path, allow_pickle=False) as stats:
+        for key, rms in venv.obs_rms.items():
+            rms.mean, rms.var, rms.count = stats[f"{key}.mean"], stats[f"{key}.var"], float(stats[f"{key}.count"])
+    venv.training = False
+    return venv
 
 
 def agent_info(out_dir: str | Path) -> dict[str, Any]:

@@ -15,7 +15,7 @@ observation and the ground truth the agent never observes
 * ``goal_bearing``: its bearing in the image, on frames where it is in view (R^2);
 * ``goal_memory``: the goal's egocentric position (forward, left), on frames where
   it is *not* in view but was seen earlier in the episode (R^2): memory;
-* ``free_ahead``: free distance ahead to the nearest wall (R^2);
+* ``free_ahead``: free distance ahead to the nearest wall or object (R^2);
 * ``doorway``: cos and sin of the nearest doorway's bearing (R^2).
 
 Candidates: the bundled model's ``representation`` (mean over the episode),
@@ -43,7 +43,7 @@ import torch
 
 import gqn_env  # noqa: F401
 from agents.world_model_training import EVAL_SEED_BASE
-from benchmarks._common import RESULTS_DIR, format_table, write_json
+from benchmarks._common import format_table, write_json
 from gqn_env.envs import privileged
 from world_model.probes import fit_probe
 
@@ -63,7 +63,7 @@ def walk(env: gym.Env, seed: int, steps: int, rng: np.random.Generator) -> list[
     turn = 0
     for _ in range(steps):
         visible = privileged.goal_visible(scene)
-        free = float(privileged.ray_distances(scene, np.zeros(1))[0])
+        free = float(privileged.obstacle_distances(scene, np.zeros(1))[0])
         _, door = privileged.nearest_doorway(scene)
         forward, left = privileged.goal_egocentric(scene)
         side = max(scene.max_x - scene.min_x, scene.max_z - scene.min_z)
@@ -129,7 +129,10 @@ def features(episodes: list[list[dict]], train_scenes: int, width: int, seed: in
     _, _, vt = np.linalg.svd(sample - mean, full_matrices=False)
     components = vt[:width].T  # (P, width)
     # Another scene's representation at the same step (clipped to that episode's length).
-    shuffled = [rep[(i + 1) % len(rep)][np.minimum(np.arange(len(r)), len(rep[(i + 1) % len(rep)]) - 1)] for i, r in enumerate(rep)]
+    shuffled = [
+        rep[(i + 1) % len(rep)][np.minimum(np.arange(len(r)), len(rep[(i + 1) % len(rep)]) - 1)]
+        for i, r in enumerate(rep)
+    ]
     join = lambda *parts: [np.concatenate(p, axis=1) for p in zip(*parts, strict=True)]  # noqa: E731
     return {
         "pixels_random_projection": [p @ projection for p in pixels],

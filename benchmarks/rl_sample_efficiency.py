@@ -5,8 +5,9 @@ Usage::
     python -m benchmarks.rl_sample_efficiency            # default: about an hour on 2 CPU cores
     python -m benchmarks.rl_sample_efficiency --quick    # a few minutes
 
-Each finished (variant, seed) run is saved to ``<out>.partial.json``; if the
-invocation is interrupted, the same command resumes after the last finished run.
+Each finished (variant, seed) run is saved to ``<out stem>_runs/<variant>_<seed>.json``;
+if the invocation is interrupted, the same command resumes after the last
+finished run (``--only-summarize`` writes the table from what is there).
 
 Variants, each over ``--seeds`` seeds with identical scene seeds:
 
@@ -38,7 +39,7 @@ from agents.rl import (
     WorldModelCallback,
     make_agent,
     make_vec_env,
-    steps_to_threshold,
+    steps_to_rolling_threshold,
     success_curve,
 )
 from benchmarks._common import RESULTS_DIR, format_table, write_json
@@ -57,7 +58,7 @@ def run(variant: str, seed: int, args: argparse.Namespace) -> dict:
         trainer = Trainer(config, buffer)
         venv = make_vec_env(variant, args.env_id, args.num_envs, seed, trainer.model, gqn_kwargs)
         callbacks.append(WorldModelCallback(trainer, buffer, updates_per_rollout=args.wm_updates))
-    elif variant == "gqn":
+    elif variant in ("gqn", "gqn_lstm"):
         venv = make_vec_env(variant, args.env_id, args.num_envs, seed, None, gqn_kwargs)
     elif variant == "state_oracle":
         venv = make_vec_env(variant, args.env_id, args.num_envs, seed, None, scene)
@@ -70,7 +71,7 @@ def run(variant: str, seed: int, args: argparse.Namespace) -> dict:
     venv.close()
     record = callbacks[0]
     curve = success_curve(record.timesteps, record.successes, args.steps, args.bins)
-    steps = steps_to_threshold(curve, args.steps, args.threshold)
+    steps = steps_to_rolling_threshold(record.timesteps, record.successes, args.threshold, args.window)
     return {
         "variant": variant,
         "seed": seed,
@@ -82,6 +83,7 @@ def run(variant: str, seed: int, args: argparse.Namespace) -> dict:
         "seconds": seconds,
         "episode_end_steps": record.timesteps,
         "episode_end_seconds": [round(t, 2) for t in record.seconds],
+        "episode_successes": [int(x) for x in record.successes],
     }
 
 
@@ -92,34 +94,61 @@ def seconds_at(timesteps: list[int], seconds: list[float], step: float) -> float
     return float(np.interp(step, [0, *timesteps], [0.0, *seconds]))
 
 
-def run_all(args: argparse.Namespace, partial: Path) -> list[dict]:
-    """Run every (seed, variant), saving each finished run to ``partial`` as it ends.
+BASELINES = ("pixels", "pixels_lstm")
 
-    An interrupted invocation (a killed shell, a rebooted machine) is picked up by
-    running the same command again: runs already in ``partial`` with identical
-    settings are kept, not repeated (``--restart`` discards them).
+#: Arguments that do not change what one (variant, seed) run does.
+NOT_RUN_SETTINGS = ("out", "restart", "variants", "seeds", "first_seed", "quick", "only_summarize")
+
+
+#: Arguments that only some variants read.
+VARIANT_SETTINGS = {
+    "gqn_obs": ("gqn", "gqn_online", "gqn_lstm"),
+    "wm_updates": ("gqn_online",),
+    "pixel_size": BASELINES,
+}
+
+
+def run_settings(args: argparse.Namespace) -> dict:
+    """The arguments a finished run must share with this invocation to be reused."""
+    return {k: v for k, v in vars(args).items() if k not in NOT_RUN_SETTINGS}
+
+
+def same_run(saved: dict, settings: dict, variant: str) -> bool:
+    """Whether a saved run's settings match, ignoring arguments that ``variant`` does not read."""
+    keys = {k for k in settings if variant in VARIANT_SETTINGS.get(k, (variant,))}
+    return all(saved.get(k) == settings[k] for k in keys)
+
+
+def run_all(args: argparse.Namespace, runs_dir: Path) -> list[dict]:
+    """Run every (seed, variant), saving each finished run to ``runs_dir/<variant>_<seed>.json`` as it ends.
+
+    An interrupted invocation (a killed shell, a rebooted machine, a session's end)
+    is picked up by running the same command again: runs already in ``runs_dir``
+    with identical run settings are kept, not repeated (``--restart`` discards
+    them). One file per run lets several invocations (say, the slow recurrent
+    baseline in a second process) fill the same folder, and the full command then
+    finds them all.
     """
-    settings = {k: v for k, v in vars(args).items() if k not in ("out", "restart")}
+    settings = run_settings(args)
     results = []
-    if partial.exists() and not args.restart:
-        saved = json.loads(partial.read_text())
-        if saved.get("settings") == settings:
-            results = saved["runs"]
-            print(f"resuming: {len(results)} finished run(s) from {partial}")
-    done = {(r["variant"], r["seed"]) for r in results}
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         for variant in args.variants:
-            if (variant, seed) in done:
+            path = runs_dir / f"{variant}_{seed}.json"
+            if path.exists() and not args.restart:
+                saved = json.loads(path.read_text())
+                if same_run(saved.get("settings", {}), settings, variant):
+                    results.append(saved["run"])
+                    print(f"{variant} seed {seed}: finished before, reused from {path}")
+                    continue
+            if args.only_summarize:
                 continue
             result = run(variant, seed, args)
             results.append(result)
             print(f"{variant} seed {seed}: auc {result['auc']:.3f}, {result['seconds'] / 60:.1f} min", flush=True)
-            with atomic_path(partial) as tmp:
-                tmp.write_text(json.dumps({"settings": settings, "runs": results}))
+            runs_dir.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp:
+                tmp.write_text(json.dumps({"settings": settings, "run": result}))
     return results
-
-
-BASELINES = ("pixels", "pixels_lstm")
 
 
 def _ratio(name: str, baseline: float, mine: float, budget: int) -> dict[str, float]:
@@ -244,8 +273,14 @@ def main() -> None:
     )
     parser.add_argument("--wm-updates", type=int, default=8, help="world-model steps per rollout (gqn_online)")
     parser.add_argument("--threshold", type=float, default=0.5)
-    parser.add_argument("--bins", type=int, default=20)
+    parser.add_argument("--bins", type=int, default=20, help="bins of the plotted curves and the AUC")
+    parser.add_argument("--window", type=int, default=50, help="episodes in the rolling success rate for the threshold")
     parser.add_argument("--quick", action="store_true", help="4k steps, 1 seed: a smoke run of a few minutes")
+    parser.add_argument(
+        "--only-summarize",
+        action="store_true",
+        help="run nothing: summarise the finished runs found for these settings",
+    )
     parser.add_argument("--out", default=None)
     parser.add_argument(
         "--restart", action="store_true", help="ignore runs saved by an interrupted invocation with the same settings"
@@ -256,7 +291,7 @@ def main() -> None:
 
     name = "rl_sample_efficiency_quick" if args.quick else "rl_sample_efficiency"
     json_path = Path(args.out) if args.out else RESULTS_DIR / f"{name}.json"
-    results = run_all(args, json_path.with_suffix(".partial.json"))
+    results = run_all(args, json_path.parent / f"{json_path.stem}_runs")
     rows, ratios = summarize(results, args)
     columns = ["variant", "seeds", "steps_to_threshold", "seconds_to_threshold", "auc", "final_success", "minutes"]
     print(format_table(rows, columns))
@@ -265,7 +300,6 @@ def main() -> None:
     png = json_path.with_suffix(".png")
     plot(results, args, png)
     path = write_json(name, {"args": vars(args), "rows": rows, "ratios": ratios, "runs": results}, json_path)
-    json_path.with_suffix(".partial.json").unlink(missing_ok=True)
     print(f"wrote {path} and {png}")
 
 

@@ -39,6 +39,7 @@ from agents.rl import (
     load_agent,
     make_agent,
     make_vec_env,
+    restore_normalization,
     save_agent,
 )
 from gqn_env.envs.gqn_maze import load_world_model
@@ -74,7 +75,7 @@ def evaluate(args: argparse.Namespace) -> None:
     info = agent_info(args.load)
     obs_type = "gqn" if info["obs_type"] == "gqn_online" else info["obs_type"]  # evaluate with the saved weights
     scene = {**info["env_kwargs"], "max_episode_steps": args.episode_steps}
-    venv = make_vec_env(obs_type, args.env_id, 1, args.seed + 10_000, model, scene)
+    venv = restore_normalization(make_vec_env(obs_type, args.env_id, 1, args.seed + 10_000, model, scene), args.load)
     successes, obs = [], venv.reset()
     state, starts = None, np.ones(1, dtype=bool)  # a recurrent policy's memory
     while len(successes) < args.episodes:

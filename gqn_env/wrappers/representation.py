@@ -83,9 +83,7 @@ class RepresentationState:
         device: Where to run the encoder.
     """
 
-    def __init__(
-        self, model: Any, num_scenes: int, device: str | torch.device = "cpu", patches: bool = False
-    ) -> None:
+    def __init__(self, model: Any, num_scenes: int, device: str | torch.device = "cpu", patches: bool = False) -> None:
         self.model = model.eval().to(device)
         self.device = torch.device(device)
         self.config = model.config
@@ -213,8 +211,10 @@ class RepresentationState:
         return flat
 
     def observations(self, slots: np.ndarray, scale: str) -> dict[str, np.ndarray]:
-        """The model's observation keys for the given slots: ``representation`` and ``view``, ``(N, size)`` each,
-        and ``patches`` ``(N, c, g, g)`` when kept."""
+        """The model's observation keys for the given slots.
+
+        ``representation`` and ``view``, ``(N, size)`` each, and ``patches`` ``(N, c, g, g)`` when kept.
+        """
         slots = np.asarray(slots)
         out = {"representation": self.observation(slots, scale), "view": self.last[slots].reshape(len(slots), -1)}
         if self.patches is not None:

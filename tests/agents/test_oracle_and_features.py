@@ -99,3 +99,56 @@ def test_oracle_ppo_updates_the_policy():
     assert agent.num_timesteps >= 64
     assert any(not torch.equal(a, b) for a, b in zip(before, agent.policy.parameters(), strict=True))
     venv.close()
+
+
+def test_gqn_features_are_standardised_and_their_statistics_saved_with_the_agent(tmp_path):
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from agents.rl import agent_info, restore_normalization, save_agent
+    from world_model import GQN, GQNConfig
+
+    torch.manual_seed(0)
+    model = GQN(GQNConfig.tiny())
+    kwargs = {**TINY_SCENE, "obs_keys": ("patches", "representation", "viewpoint")}
+    venv = make_vec_env("gqn", "GQNMazeScene-v0", 2, seed=0, model=model, env_kwargs=kwargs)
+    assert isinstance(venv, VecNormalize)
+    raw = make_vec_env("gqn", "GQNMazeScene-v0", 2, seed=0, model=model, env_kwargs=kwargs, normalize=False)
+    agent = make_agent("gqn", venv, {"n_steps": 32, "batch_size": 32, "n_epochs": 1})
+    agent.learn(64)
+    # What the policy saw is the raw feature standardised by the running statistics.
+    obs = raw.reset()
+    rms = venv.obs_rms["representation"]
+    expected = np.clip((obs["representation"] - rms.mean) / np.sqrt(rms.var + venv.epsilon), -10, 10)
+    np.testing.assert_allclose(venv.normalize_obs(obs)["representation"], expected, rtol=1e-5, atol=1e-6)
+    save_agent(agent, tmp_path / "a", model, obs_type="gqn", env_kwargs=kwargs)
+    assert agent_info(tmp_path / "a")["obs_type"] == "gqn"
+    fresh = restore_normalization(make_vec_env("gqn", "GQNMazeScene-v0", 1, 5, model, kwargs), tmp_path / "a")
+    assert not fresh.training
+    for key in ("patches", "representation", "viewpoint"):
+        np.testing.assert_array_equal(fresh.obs_rms[key].mean, venv.obs_rms[key].mean)
+        np.testing.assert_array_equal(fresh.obs_rms[key].var, venv.obs_rms[key].var)
+    for v in (venv, raw, fresh):
+        v.close()
+
+
+@pytest.mark.slow
+def test_recurrent_agents_read_pixels_and_gqn_features():
+    from sb3_contrib import RecurrentPPO
+
+    from world_model import GQN, GQNConfig
+
+    model = GQN(GQNConfig.tiny())
+    gqn = make_vec_env("gqn_lstm", "GQNMazeScene-v0", 2, 0, model, {**TINY_SCENE, "obs_keys": ("patches", "viewpoint")})
+    pixels = make_vec_env("pixels_lstm", "GQNMazeScene-v0", 2, 0, env_kwargs={**TINY_SCENE, "image_size": 36})
+    try:
+        settings = {"n_steps": 16, "batch_size": 16, "n_epochs": 1}
+        for obs_type, venv in (("gqn_lstm", gqn), ("pixels_lstm", pixels)):
+            agent = make_agent(obs_type, venv, settings)
+            assert isinstance(agent, RecurrentPPO)
+            before = [p.detach().clone() for p in agent.policy.parameters()]
+            agent.learn(32)
+            assert any(not torch.equal(a, b) for a, b in zip(before, agent.policy.parameters(), strict=True))
+        assert type(make_agent("gqn_lstm", gqn, settings).policy.features_extractor) is GQNMazeExtractor
+    finally:
+        gqn.close()
+        pixels.close()

@@ -9,7 +9,15 @@ from benchmarks import rl_sample_efficiency as bench
 
 
 def _args(**overrides):
-    args = {"variants": ["gqn", "pixels"], "seeds": 2, "first_seed": 0, "steps": 100, "restart": False, "out": None}
+    args = {
+        "variants": ["gqn", "pixels"],
+        "seeds": 2,
+        "first_seed": 0,
+        "steps": 100,
+        "restart": False,
+        "out": None,
+        "only_summarize": False,
+    }
     return argparse.Namespace(**{**args, **overrides})
 
 
@@ -24,13 +32,14 @@ def _fake_run(calls, fail_at=None):
 
 
 def test_interrupted_invocation_resumes_after_the_last_finished_run(tmp_path, monkeypatch):
-    partial = tmp_path / "rl.partial.json"
+    partial = tmp_path / "rl_runs"
     calls = []
     monkeypatch.setattr(bench, "run", _fake_run(calls, fail_at=("gqn", 1)))
     with pytest.raises(KeyboardInterrupt):
         bench.run_all(_args(), partial)
     assert calls == [("gqn", 0), ("pixels", 0)]
-    assert [r["seed"] for r in json.loads(partial.read_text())["runs"]] == [0, 0]
+    assert sorted(p.name for p in partial.iterdir()) == ["gqn_0.json", "pixels_0.json"]
+    assert json.loads((partial / "gqn_0.json").read_text())["run"]["seed"] == 0
 
     calls.clear()
     monkeypatch.setattr(bench, "run", _fake_run(calls))
@@ -40,7 +49,7 @@ def test_interrupted_invocation_resumes_after_the_last_finished_run(tmp_path, mo
 
 
 def test_other_settings_or_restart_start_afresh(tmp_path, monkeypatch):
-    partial = tmp_path / "rl.partial.json"
+    partial = tmp_path / "rl_runs"
     calls = []
     monkeypatch.setattr(bench, "run", _fake_run(calls))
     bench.run_all(_args(seeds=1), partial)
@@ -50,6 +59,28 @@ def test_other_settings_or_restart_start_afresh(tmp_path, monkeypatch):
     calls.clear()
     bench.run_all(_args(seeds=1, steps=200, restart=True), partial)
     assert calls == [("gqn", 0), ("pixels", 0)]
+
+
+def test_separate_invocations_fill_one_folder_and_the_full_command_finds_them(tmp_path, monkeypatch):
+    runs = tmp_path / "rl_runs"
+    calls = []
+    monkeypatch.setattr(bench, "run", _fake_run(calls))
+    bench.run_all(_args(variants=["pixels"]), runs)  # e.g. a second process for the slow baseline
+    bench.run_all(_args(variants=["gqn"], seeds=1), runs)
+    calls.clear()
+    results = bench.run_all(_args(variants=["gqn", "pixels"], only_summarize=True), runs)
+    assert calls == []
+    assert sorted((r["variant"], r["seed"]) for r in results) == [("gqn", 0), ("pixels", 0), ("pixels", 1)]
+
+
+def test_a_pixel_run_is_reused_whatever_the_gqn_observation_keys(tmp_path, monkeypatch):
+    runs = tmp_path / "rl_runs"
+    calls = []
+    monkeypatch.setattr(bench, "run", _fake_run(calls))
+    bench.run_all(_args(variants=["gqn", "pixels"], seeds=1, gqn_obs=["representation"]), runs)
+    calls.clear()
+    bench.run_all(_args(variants=["gqn", "pixels"], seeds=1, gqn_obs=["patches"]), runs)
+    assert calls == [("gqn", 0)]  # the pixel agent never read gqn_obs
 
 
 def _result(variant, steps, auc):
