@@ -168,7 +168,7 @@ class PatchRepresentation(nn.Module):
         return F.relu(self.merge(x))  # (N, g, g, c)
 
     def head(self, patches: torch.Tensor, viewpoints: torch.Tensor) -> torch.Tensor:
-        """The per-view representation from its :meth:`patch_map` ``(N, g, g, c)`` and viewpoints ``(N, D)``: ``(N, r, 1, 1)``."""
+        """One view's representation from its :meth:`patch_map` ``(N, g, g, c)`` and viewpoints: ``(N, r, 1, 1)``."""
         x = F.relu(self.mix(torch.cat([patches.reshape(len(patches), -1), viewpoints], dim=1)))  # (N, c)
         return self.out(x)[:, :, None, None]  # (N, r, 1, 1)
 
