@@ -15,6 +15,7 @@ from agents.rl import (
     load_agent,
     make_vec_env,
     save_agent,
+    steps_to_rolling_threshold,
     steps_to_threshold,
     success_curve,
 )
@@ -89,6 +90,15 @@ def test_success_curve_and_threshold():
     assert np.isnan(curve[1])
     assert steps_to_threshold(curve, 100, 0.5) == 75.0
     assert steps_to_threshold(curve, 100, 1.1) == float("inf")
+
+
+def test_rolling_threshold_needs_a_whole_window_at_the_rate():
+    steps = [10 * (i + 1) for i in range(8)]
+    # One early success is a lucky window of 1, not a rate of 0.5 over 4 episodes.
+    successes = [1, 0, 0, 0, 0, 1, 1, 0]
+    assert steps_to_rolling_threshold(steps, successes, 0.5, window=4) == 70.0  # episodes 3-6: 2 of 4
+    assert steps_to_rolling_threshold(steps, successes, 0.75, window=4) == float("inf")
+    assert steps_to_rolling_threshold(steps[:3], successes[:3], 0.1, window=4) == float("inf")  # too few episodes
 
 
 def test_save_and_load_agent_keeps_the_world_model_beside_the_policy(tmp_path, tiny_model):
