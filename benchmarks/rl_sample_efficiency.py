@@ -1,24 +1,35 @@
-"""PPO sample efficiency: GQN representation vs raw pixels, on the same scenes.
+"""PPO sample efficiency: GQN features against raw pixels and a privileged-state reference.
 
 Usage::
 
-    python -m benchmarks.rl_sample_efficiency            # default: about an hour on 2 CPU cores
-    python -m benchmarks.rl_sample_efficiency --quick    # a few minutes
+    python -m benchmarks.rl_sample_efficiency                 # the headline: hours on 2 CPU cores
+    python -m benchmarks.rl_sample_efficiency --variants gqn  # one variant (others' runs are reused)
+    python -m benchmarks.rl_sample_efficiency --only-summarize
+    python -m benchmarks.rl_sample_efficiency --quick         # a smoke run of a few minutes
 
 Each finished (variant, seed) run is saved to ``<out stem>_runs/<variant>_<seed>.json``;
 if the invocation is interrupted, the same command resumes after the last
-finished run (``--only-summarize`` writes the table from what is there).
+finished run, and several invocations (one per variant, say) can fill the folder
+at once. ``--only-summarize`` writes the table from what is there.
 
-Variants, each over ``--seeds`` seeds with identical scene seeds:
+Variants (agents/rl.py), each over ``--seeds`` seeds with identical scene seeds and
+the same PPO settings (``--ppo``, :data:`agents.rl.PPO_SETTINGS`):
 
-* ``gqn``: GQNMaze with the bundled, frozen world model (MultiInputPolicy);
-* ``gqn_online``: GQNMaze with a ``cpu``-preset world model trained from scratch
-  on the agent's own frames by :class:`agents.rl.WorldModelCallback`;
-* ``pixels``: the egocentric image (``--pixel-size``), 4 frames stacked, CnnPolicy.
+* ``gqn``: GQNMaze with the bundled, frozen world model, keys ``--gqn-obs``,
+  standardised features, :class:`agents.features.GQNMazeExtractor`;
+* ``gqn_lstm``: the same read by RecurrentPPO; ``gqn_online``: a ``cpu``-preset
+  world model trained from scratch on the agent's frames;
+* ``pixels``: the egocentric image (``--pixel-size``), 4 frames stacked, CnnPolicy;
+* ``pixels_lstm``: one frame, RecurrentPPO with CnnLstmPolicy (the memory baseline);
+* ``state_oracle``: privileged state (agents/oracle.py), the reference that bounds
+  what any observation can buy.
 
-Reports steps to reach ``--threshold`` success rate (binned training episodes),
-area under the success curve, and the ratio pixels / representation; writes a
-PNG of the curves (mean and a 95% band over seeds) and a JSON.
+The defaults are the benchmark chosen in docs/rl.md: GQNMazeScene-S2 with 200-step
+episodes, ``steady`` settings, 100k steps, 5 seeds. Reports steps to reach
+``--threshold`` success (rolling over ``--window`` episodes) and the wall-clock
+seconds to get there, the area under the binned success curve, and the ratios of
+both pixel baselines over each variant (bounded when a side never got there);
+writes a PNG (curves against steps and against minutes) and a JSON.
 """
 
 from __future__ import annotations
@@ -260,16 +271,19 @@ def plot(results: list[dict], args: argparse.Namespace, path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env-id", default="GQNMazeScene-S2-v0")
-    parser.add_argument("--variants", nargs="+", default=["gqn", "gqn_online", "pixels"])
+    parser.add_argument("--variants", nargs="+", default=["gqn", "pixels", "state_oracle", "pixels_lstm"])
     parser.add_argument("--steps", type=int, default=100_000)
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--num-envs", type=int, default=4)
-    parser.add_argument("--ppo", choices=sorted(PPO_SETTINGS), default="fast", help="shared PPO settings (agents.rl)")
+    parser.add_argument("--ppo", choices=sorted(PPO_SETTINGS), default="steady", help="shared PPO settings (agents.rl)")
     parser.add_argument("--first-seed", type=int, default=0, help="seeds first_seed..first_seed+seeds-1")
-    parser.add_argument("--episode-steps", type=int, default=96)
+    parser.add_argument("--episode-steps", type=int, default=200)
     parser.add_argument("--pixel-size", type=int, default=64)
     parser.add_argument(
-        "--gqn-obs", nargs="+", default=["representation", "viewpoint"], help="observation keys of the GQN variants"
+        "--gqn-obs",
+        nargs="+",
+        default=["patches", "representation", "viewpoint"],
+        help="observation keys of the GQN variants",
     )
     parser.add_argument("--wm-updates", type=int, default=8, help="world-model steps per rollout (gqn_online)")
     parser.add_argument("--threshold", type=float, default=0.5)
