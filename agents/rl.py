@@ -80,6 +80,7 @@ def make_vec_env(
     model: Any = None,
     env_kwargs: dict | None = None,
     normalize: bool = True,
+    frame_stack: int = 1,
 ) -> VecEnv:
     """A DummyVecEnv of monitored envs for ``obs_type`` (see the module docstring).
 
@@ -91,6 +92,9 @@ def make_vec_env(
     only). The world model's features vary little over an episode next to their
     offsets (the bundled model's running mean moves by about 5e-4 per feature),
     so without it a policy sees a nearly constant input.
+
+    ``frame_stack`` (GQN types): stack the last ``frame_stack`` observations, as
+    the ``pixels`` type stacks 4 frames (after standardisation).
     """
     if obs_type not in OBS_TYPES:
         raise ValueError(f"obs_type must be one of {OBS_TYPES}, got {obs_type!r}")
@@ -125,7 +129,13 @@ def make_vec_env(
         return VecFrameStack(venv, 4)
     if obs_type in GQN_TYPES and normalize:
         keys = [k for k in venv.observation_space.spaces if k != "image"]
-        return VecNormalize(venv, norm_obs=True, norm_reward=False, norm_obs_keys=keys, clip_obs=10.0)
+        venv = VecNormalize(venv, norm_obs=True, norm_reward=False, norm_obs_keys=keys, clip_obs=10.0)
+    if obs_type in GQN_TYPES and frame_stack > 1:
+        if obs_type == "gqn_online":
+            raise ValueError("frame_stack is not supported with gqn_online (its observations are re-encoded in place)")
+        # Maps (C, h, w) stack along channels, vectors along their only axis.
+        order = {k: "first" if len(space.shape) == 3 else "last" for k, space in venv.observation_space.spaces.items()}
+        venv = VecFrameStack(venv, frame_stack, channels_order=order)
     return venv
 
 

@@ -70,7 +70,7 @@ def run(variant: str, seed: int, args: argparse.Namespace) -> dict:
         venv = make_vec_env(variant, args.env_id, args.num_envs, seed, trainer.model, gqn_kwargs)
         callbacks.append(WorldModelCallback(trainer, buffer, updates_per_rollout=args.wm_updates))
     elif variant in ("gqn", "gqn_lstm"):
-        venv = make_vec_env(variant, args.env_id, args.num_envs, seed, None, gqn_kwargs)
+        venv = make_vec_env(variant, args.env_id, args.num_envs, seed, None, gqn_kwargs, frame_stack=args.gqn_stack)
     elif variant == "state_oracle":
         venv = make_vec_env(variant, args.env_id, args.num_envs, seed, None, scene)
     else:
@@ -124,10 +124,14 @@ def run_settings(args: argparse.Namespace) -> dict:
     return {k: v for k, v in vars(args).items() if k not in NOT_RUN_SETTINGS}
 
 
+#: Values of arguments added after runs were saved without them.
+LATER_DEFAULTS = {"gqn_stack": 1}
+
+
 def same_run(saved: dict, settings: dict, variant: str) -> bool:
     """Whether a saved run's settings match, ignoring arguments that ``variant`` does not read."""
     keys = {k for k in settings if variant in VARIANT_SETTINGS.get(k, (variant,))}
-    return all(saved.get(k) == settings[k] for k in keys)
+    return all(saved.get(k, LATER_DEFAULTS.get(k)) == settings[k] for k in keys)
 
 
 def run_all(args: argparse.Namespace, runs_dir: Path) -> list[dict]:
@@ -285,6 +289,7 @@ def main() -> None:
         default=["patches", "representation", "viewpoint"],
         help="observation keys of the GQN variants",
     )
+    parser.add_argument("--gqn-stack", type=int, default=1, help="observations stacked for gqn and gqn_lstm")
     parser.add_argument("--wm-updates", type=int, default=8, help="world-model steps per rollout (gqn_online)")
     parser.add_argument("--threshold", type=float, default=0.5)
     parser.add_argument("--bins", type=int, default=20, help="bins of the plotted curves and the AUC")

@@ -113,3 +113,10 @@ def test_a_baseline_that_never_reaches_the_threshold_bounds_the_ratio_from_below
     assert ratios["steps_ratio_pixels_lstm_over_gqn"] == pytest.approx(2.0)
     assert ratios["steps_ratio_pixels_over_pixels_lstm_at_least"] == pytest.approx(2.0)
     assert "steps_ratio_pixels_lstm_over_pixels" not in ratios
+
+
+def test_runs_saved_before_an_argument_existed_match_its_default():
+    saved = {"steps": 100, "gqn_obs": ["patches"]}  # saved before --gqn-stack existed
+    assert bench.same_run(saved, {"steps": 100, "gqn_obs": ["patches"], "gqn_stack": 1}, "gqn")
+    assert not bench.same_run(saved, {"steps": 100, "gqn_obs": ["patches"], "gqn_stack": 4}, "gqn")
+    assert bench.same_run({"steps": 100}, {"steps": 100, "gqn_obs": ["view"], "gqn_stack": 4}, "pixels")
