@@ -114,6 +114,7 @@ NOT_RUN_SETTINGS = ("out", "restart", "variants", "seeds", "first_seed", "quick"
 #: Arguments that only some variants read.
 VARIANT_SETTINGS = {
     "gqn_obs": ("gqn", "gqn_online", "gqn_lstm"),
+    "gqn_stack": ("gqn", "gqn_lstm"),
     "wm_updates": ("gqn_online",),
     "pixel_size": BASELINES,
 }
