@@ -212,3 +212,15 @@ def test_non_finite_losses_are_skipped_with_the_weights_kept(poison):
             assert any(not torch.equal(v, before[k]) for k, v in trainer.model.state_dict().items())
     assert trainer.skipped_steps == sum(poison)
     assert all(torch.isfinite(v).all() for v in trainer.model.state_dict().values())
+
+
+@pytest.mark.parametrize(
+    ("device", "match"),
+    [("nonsense", "must name a torch device"), ("cuda:7", "not available"), ("xla", "not available")],
+)
+def test_an_unusable_device_is_named_as_such_not_as_a_corrupt_checkpoint(device, match):
+    if device.startswith("cuda") and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has that GPU")
+    with pytest.raises(ValueError, match=match) as info:
+        gym.make("GQNMaze-v0", device=device)
+    assert not isinstance(info.value, CheckpointError)

@@ -129,14 +129,34 @@ def _torch_load(source: Any, path: Path, map_location: str | torch.device) -> An
         ) from None
 
 
+def check_device(device: str | torch.device) -> torch.device:
+    """The torch device named by ``device``, or a ValueError saying why it cannot be used here."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device must name a torch device such as 'cpu' or 'cuda:0', got {device!r} ({err})") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} is not available: this machine has no CUDA device")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r} is not available: this machine has {torch.cuda.device_count()} GPU(s)")
+    elif parsed.type not in ("cpu", "meta"):
+        backend = getattr(torch, parsed.type, None)
+        if backend is None or not getattr(backend, "is_available", lambda: False)():
+            raise ValueError(f"device {device!r} is not available on this machine")
+    return parsed
+
+
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load and check a checkpoint without unpickling arbitrary objects.
 
     Raises:
         FileNotFoundError: If the file does not exist.
+        ValueError: If ``map_location`` is not a device this machine has.
         CheckpointError: If it is corrupt, truncated, not a checkpoint, or holds
             anything but plain data.
     """
+    map_location = check_device(map_location)
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"No checkpoint at {path}")
