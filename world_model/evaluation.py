@@ -23,6 +23,7 @@ nearest view is reported per bin (``gap_db_nearest_bin1`` nearest ...).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -60,16 +61,33 @@ def _predict(
     return pred.movedim(1, -1).cpu().numpy()  # (Q, S, S, 3)
 
 
+SCENE_KEYS = ("context_images", "context_viewpoints", "query_images", "query_viewpoints")
+
+
+def _scene_arrays(scene: Any, index: int) -> dict[str, np.ndarray]:
+    """A scene as the dict :func:`evaluate` reads: from a mapping, or an object with those attributes."""
+    if isinstance(scene, Mapping):
+        missing = [k for k in SCENE_KEYS if k not in scene]
+    else:
+        missing = [k for k in SCENE_KEYS if not hasattr(scene, k)]
+        scene = {k: getattr(scene, k) for k in SCENE_KEYS if hasattr(scene, k)}
+    if missing:
+        raise TypeError(f"Scene {index} lacks {missing}; a scene holds {SCENE_KEYS} (a dict or an EvalScene)")
+    return scene
+
+
 def evaluate(
-    model: Any, scenes: list[dict[str, np.ndarray]], mean_image: np.ndarray, device: Any = None
+    model: Any, scenes: Sequence[Any], mean_image: np.ndarray | None = None, device: Any = None
 ) -> dict[str, float]:
     """Evaluate ``model`` on held-out scenes against the three baselines.
 
     Args:
         model: A :class:`world_model.GQN`.
-        scenes: Dicts with ``context_images (K, S, S, 3)`` uint8, ``context_viewpoints (K, D)``,
+        scenes: Dicts (or objects such as ``agents.world_model_training.EvalScene``) with
+            ``context_images (K, S, S, 3)`` uint8, ``context_viewpoints (K, D)``,
             ``query_images (Q, S, S, 3)`` uint8, ``query_viewpoints (Q, D)``. At least 2 scenes.
-        mean_image: ``(S, S, 3)`` float in [0, 1], the mean training image.
+        mean_image: ``(S, S, 3)`` float in [0, 1], the mean training image; default: the
+            mean of these scenes' context images.
         device: Unused (the model's device is used); kept for a uniform call signature.
 
     Returns:
@@ -80,6 +98,9 @@ def evaluate(
     """
     if len(scenes) < 2:
         raise ValueError(f"Need at least 2 scenes (the shuffled baseline borrows another scene), got {len(scenes)}")
+    scenes = [_scene_arrays(scene, i) for i, scene in enumerate(scenes)]
+    if mean_image is None:
+        mean_image = np.concatenate([s["context_images"] for s in scenes]).mean(axis=0) / 255.0
     was_training = model.training
     model.eval()
     mse: dict[str, list[np.ndarray]] = {m: [] for m in METHODS}

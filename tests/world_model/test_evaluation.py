@@ -74,3 +74,21 @@ def test_model_and_shuffled_context_use_the_prior_mean_and_a_derangement(tiny_co
     assert results["mse_shuffled"] == pytest.approx(other, rel=1e-5)
     assert results["mse_shuffled"] != pytest.approx(results["mse_model"], rel=1e-6)
     assert model.training  # evaluate restores the mode it found
+
+
+def test_evaluate_takes_the_scenes_make_eval_scenes_builds(tiny_config):
+    import gymnasium as gym
+
+    from agents.world_model_training import make_eval_scenes
+
+    env = gym.make("GQNMazeScene-v0", num_rows=1, num_cols=2, image_size=tiny_config.image_size, map_size=32)
+    scenes = make_eval_scenes(env, 3, num_context=4, num_queries=2, steps=20)
+    env.close()
+    model = GQN(tiny_config)
+    as_objects = evaluate(model, scenes)  # EvalScene objects, mean image from their context views
+    as_dicts = evaluate(model, [s.as_dict() for s in scenes])
+    assert as_objects["scenes"] == 3 and as_objects["psnr_model"] == pytest.approx(as_dicts["psnr_model"])
+    mean = np.concatenate([s.context_images for s in scenes]).mean(axis=0) / 255.0
+    assert as_objects["mse_mean_image"] == pytest.approx(evaluate(model, scenes, mean)["mse_mean_image"])
+    with pytest.raises(TypeError, match="lacks"):
+        evaluate(model, [{"context_images": 1}, {"context_images": 2}])
