@@ -28,6 +28,7 @@ import io
 import os
 import pickle
 import struct
+import warnings
 import zipfile
 import zlib
 from collections.abc import Mapping
@@ -105,8 +106,24 @@ def save_checkpoint(
     return path
 
 
+def _describe_unreadable(path: Path) -> str:
+    """Why the file at ``path`` cannot be a checkpoint, in plain words, when that shows without reading it."""
+    size = path.stat().st_size
+    if size == 0:
+        return "is empty (0 bytes)"
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"PK\x03\x04":
+        return f"is not a checkpoint: torch.save writes a zip archive, this file ({size} bytes) is not one"
+    return ""
+
+
 def _torch_load(source: Any, path: Path, map_location: str | torch.device) -> Any:
     """``torch.load(weights_only=True)`` with every failure turned into a :class:`CheckpointError`."""
+    if isinstance(source, Path):
+        problem = _describe_unreadable(source)
+        if problem:
+            raise CheckpointError(f"{path} {problem}")
     try:
         return torch.load(source, map_location=map_location, weights_only=True)
     except (
@@ -125,7 +142,7 @@ def _torch_load(source: Any, path: Path, map_location: str | torch.device) -> An
     ) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise CheckpointError(
-            f"{path} is not a readable checkpoint (corrupt, truncated or unsafe): {type(err).__name__}: {reason}"
+            f"{path} is not a readable checkpoint (truncated, corrupt or holding code): {type(err).__name__}: {reason}"
         ) from None
 
 
@@ -171,6 +188,12 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
         data = _torch_load(io.BytesIO(blob), path, map_location)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a gqn-gym checkpoint")
+    if data.get("version") == 1:
+        warnings.warn(
+            f"{path} is a version-1 checkpoint, which has no checksum: tampering or corruption would go unnoticed. "
+            "Save it again (world_model.export_for_inference) to get the checked format.",
+            stacklevel=2,
+        )
     if data.get("version") not in READABLE_VERSIONS:
         version = data.get("version")
         raise CheckpointError(f"{path} has checkpoint version {version}, this code reads {READABLE_VERSIONS}")
