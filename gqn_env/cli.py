@@ -166,10 +166,25 @@ def _evaluate(args: argparse.Namespace) -> None:
     import gqn_env  # noqa: F401
     from agents.world_model_training import make_eval_scenes
     from gqn_env.envs.gqn_maze import bundled_checkpoint, load_world_model
-    from world_model import evaluate, load_checkpoint
+    from world_model import CheckpointError, evaluate, load_checkpoint
     from world_model.evaluation import format_table
 
-    model = load_world_model(args.checkpoint, args.device)
+    if args.scenes < 2:
+        raise SystemExit(
+            f"--scenes must be >= 2 (the shuffled-context baseline borrows another scene), got {args.scenes}"
+        )
+    if args.context < 1:
+        raise SystemExit(f"--context must be >= 1, got {args.context}")
+    try:
+        model = load_world_model(args.checkpoint, args.device)
+    except (FileNotFoundError, CheckpointError, ValueError) as e:
+        raise SystemExit(f"gqn-gym evaluate: {e}") from None
+    step = int(load_checkpoint(args.checkpoint or bundled_checkpoint()).get("step", 0))
+    if step == 0:
+        print(
+            f"warning: {args.checkpoint or bundled_checkpoint()} was saved at step 0: an untrained model",
+            file=sys.stderr,
+        )
     env = gym.make(args.env_id, image_size=model.config.image_size)
     scenes = [s.as_dict() for s in make_eval_scenes(env, args.scenes, num_context=args.context)]
     saved = load_checkpoint(args.checkpoint or bundled_checkpoint()).get("extra", {}).get("mean_image")

@@ -147,3 +147,25 @@ def test_interrupted_collect_keeps_its_frames_and_says_so(tmp_path):
     assert "interrupted:" in err and "Traceback" not in err
     frames = int(err.split("interrupted: ")[1].split(" frames")[0])
     assert frames > 0 and sum(len(ids) for ids, _, _ in SceneStore(os.fspath(store)).iter_chunks()) == frames
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--scenes", "1"], "--scenes must be >= 2"),
+        (["--checkpoint", "missing.pt"], "No checkpoint at missing.pt"),
+        (["--checkpoint", "bad.pt"], "bad.pt is not a checkpoint"),
+        (["--device", "nonsense"], "must name a torch device"),
+    ],
+)
+def test_evaluate_refuses_bad_arguments_in_one_line(tmp_path, args, message):
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint" * 10)
+    result = subprocess.run(
+        [sys.executable, "-m", "gqn_env.cli", "evaluate", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert message in result.stderr and "Traceback" not in result.stderr
