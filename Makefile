@@ -12,7 +12,7 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 export PYGLET_HEADLESS ?= 1
 
-.PHONY: demo test setup bench lint clean
+.PHONY: demo test test-fast setup bench lint clean
 
 $(STAMP): pyproject.toml
 	@scripts/ensure_system_deps.sh
@@ -29,6 +29,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2
+
+# Development loop: everything but the tests marked slow (subprocess and PPO smoke runs).
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -n 2 -m "not slow"
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.env_speed

@@ -375,14 +375,27 @@ class GQNRepresentation(gym.Wrapper):
         """
         if self._last_obs is None:
             raise RuntimeError("Call reset() before imagine()")
-        arr = None if isinstance(where, Pose) else np.asarray(where, dtype=np.float64).reshape(-1)
+        arr = None
+        if not isinstance(where, Pose):
+            try:
+                arr = np.asarray(where, dtype=np.float64).reshape(-1)
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"imagine() takes a Pose, [x, z, yaw(, pitch)] or a {VIEWPOINT_DIM}-d viewpoint, got {where!r}"
+                ) from None
         if arr is not None and arr.shape[0] == VIEWPOINT_DIM:
-            if not np.all(np.isfinite(arr)):
-                raise ValueError(f"Viewpoint must be finite, got {arr.tolist()}")
+            if not np.all(np.isfinite(arr)) or np.abs(arr).max() > 1.0 + 1e-6:
+                raise ValueError(f"A viewpoint has finite components in [-1, 1], got {arr.tolist()}")
             viewpoint = arr.astype(np.float32)
         else:
             pose = where if isinstance(where, Pose) else Pose.from_array(arr)
-            viewpoint = self.env.unwrapped.viewpoint(pose)
+            scene = self.env.unwrapped
+            if not (scene.min_x <= pose.x <= scene.max_x and scene.min_z <= pose.z <= scene.max_z):
+                raise ValueError(
+                    f"Pose ({pose.x}, {pose.z}) is outside the maze, whose floor spans x in "
+                    f"[{scene.min_x}, {scene.max_x}] and z in [{scene.min_z}, {scene.max_z}]"
+                )
+            viewpoint = scene.viewpoint(pose)
         return self.state.imagine(0, viewpoint[None], seed=seed, sample=sample)[0]
 
     def render(self) -> np.ndarray | None:

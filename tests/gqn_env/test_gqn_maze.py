@@ -111,6 +111,12 @@ def test_imagine_and_render(model):
         assert frame.ndim == 3 and frame.shape[1] > 3 * 64  # three labelled panels
         with pytest.raises(ValueError, match="finite"):
             imagine(np.full(7, np.nan))
+        with pytest.raises(ValueError, match=r"in \[-1, 1\]"):
+            imagine([5.0] * 7)
+        with pytest.raises(ValueError, match="outside the maze"):
+            imagine([1e6, 1e6, 0.0])
+        with pytest.raises(ValueError, match="imagine\\(\\) takes"):
+            imagine({"x": 1})
     finally:
         env.close()
 
