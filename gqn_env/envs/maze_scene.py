@@ -52,6 +52,8 @@ FLOOR_TEXTURES: tuple[str, ...] = ("floor_tiles_bw", "asphalt", "grass", "concre
 #: Shapes of the distractor objects. (MiniWorld's ball mesh has ~10k lines and
 #: made rendering ~3x slower; a tall pillar is the cheap third shape.)
 OBJECT_SHAPES: tuple[str, ...] = ("box", "pillar", "key")
+#: Most rooms along a side: a 16x16 maze builds and resets in about 5 s on 2 busy cores; 10**6 never returned.
+MAX_MAZE_SIDE = 16
 #: Colour of the goal (a box); distractors use the other MiniWorld colours.
 GOAL_COLOR = "red"
 
@@ -141,7 +143,7 @@ class GQNMazeScene(MiniWorldEnv, utils.EzPickle):
 
     ## Arguments
 
-    * ``num_rows``, ``num_cols``: maze size in rooms (>= 1).
+    * ``num_rows``, ``num_cols``: maze size in rooms (1 to ``MAX_MAZE_SIDE`` = 16).
     * ``room_size``: side of a room in metres (> 0); ``gap_size`` the doorway depth.
     * ``image_size``: egocentric image size, int or ``(height, width)``; default 64.
     * ``objects_per_room``: distractor objects in each room (>= 0).
@@ -172,8 +174,10 @@ class GQNMazeScene(MiniWorldEnv, utils.EzPickle):
     ) -> None:
         """Create the scene env; every argument is validated before OpenGL starts."""
         for name, value in (("num_rows", num_rows), ("num_cols", num_cols)):
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not 1 <= value <= MAX_MAZE_SIDE:
+                raise ValueError(
+                    f"{name} must be an integer in 1..{MAX_MAZE_SIDE} (larger mazes take minutes to build), got {value!r}"
+                )
         for name, value in (("room_size", room_size), ("gap_size", gap_size)):
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise ValueError(f"{name} must be a finite number > 0, got {value!r}")

@@ -220,6 +220,8 @@ def test_bad_step_action_raises(make_scene):
     "kwargs, match",
     [
         ({"num_rows": 0}, "num_rows"),
+        ({"num_rows": 10**6}, "1..16"),
+        ({"num_cols": 17}, "1..16"),
         ({"num_cols": -2}, "num_cols"),
         ({"num_rows": 2.5}, "num_rows"),
         ({"room_size": -1.0}, "room_size"),
