@@ -176,7 +176,7 @@ class GQNMazeScene(MiniWorldEnv, utils.EzPickle):
         for name, value in (("num_rows", num_rows), ("num_cols", num_cols)):
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not 1 <= value <= MAX_MAZE_SIDE:
                 raise ValueError(
-                    f"{name} must be an integer in 1..{MAX_MAZE_SIDE} (larger mazes take minutes to build), got {value!r}"
+                    f"{name} must be an integer in 1..{MAX_MAZE_SIDE} (larger mazes are slow to build), got {value!r}"
                 )
         for name, value in (("room_size", room_size), ("gap_size", gap_size)):
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
