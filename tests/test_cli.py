@@ -169,3 +169,13 @@ def test_evaluate_refuses_bad_arguments_in_one_line(tmp_path, args, message):
     )
     assert result.returncode != 0
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_train_threads_default_to_one_for_tiny_models_and_ranks():
+    from gqn_env.cli import train_threads
+
+    assert train_threads(None, "tiny", 1) == 1
+    assert train_threads(None, "cpu", 2) == 1  # one core per torchrun rank
+    assert train_threads(3, "tiny", 1) == 3
+    with pytest.raises(SystemExit, match="--threads"):
+        train_threads(0, "cpu", 1)
