@@ -1,6 +1,6 @@
 """The ``state_oracle`` reference observation: privileged state instead of pixels.
 
-Not an agent anyone would deploy: it reads the goal's position and the walls
+Not an agent anyone would deploy: it reads the goal's position, the walls and the objects
 straight from the scene's geometry (:mod:`gqn_env.envs.privileged`). It bounds
 what any observation can buy on a benchmark: if PPO with perfect state learns no
 faster than PPO on pixels, perception is not what limits learning there, and no
@@ -17,7 +17,7 @@ from gymnasium import spaces
 
 from gqn_env.envs import privileged
 
-#: Rays for the wall distances, relative to the heading (radians): every 45 degrees.
+#: Rays for the free distances (walls and objects), relative to the heading (radians): every 45 degrees.
 RAY_ANGLES = np.arange(8) * (2 * math.pi / 8)
 
 

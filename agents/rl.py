@@ -48,7 +48,7 @@ OBS_TYPES = ("gqn", "gqn_online", "gqn_lstm", "pixels", "pixels_lstm", "state_or
 GQN_TYPES = ("gqn", "gqn_online", "gqn_lstm")
 PIXEL_TYPES = ("pixels", "pixels_lstm")
 
-#: Named PPO hyper-parameter sets shared by every observation type (benchmarks/README in docs/rl.md).
+#: Named PPO hyper-parameter sets shared by every observation type (how they were chosen: docs/rl.md).
 #: ``sb3``: 4 envs x 256 steps, batch 256, 4 epochs, SB3's defaults otherwise (the first benchmark).
 #: ``fast``: 4 envs x 128 steps, batch 128, 10 epochs, learning rate 1e-3, entropy bonus 0.01:
 #: more updates per sample, chosen on calibration seeds by the privileged-state agent's headroom.
