@@ -202,16 +202,14 @@ def _evaluate(args: argparse.Namespace) -> None:
         model = load_world_model(args.checkpoint, args.device)
     except (FileNotFoundError, CheckpointError, ValueError) as e:
         raise SystemExit(f"gqn-gym evaluate: {e}") from None
-    step = int(load_checkpoint(args.checkpoint or bundled_checkpoint()).get("step", 0))
-    if step == 0:
-        print(
-            f"warning: {args.checkpoint or bundled_checkpoint()} was saved at step 0: an untrained model",
-            file=sys.stderr,
-        )
+    path = args.checkpoint or bundled_checkpoint()
+    saved = load_checkpoint(path)  # its step and mean image; load_world_model keeps only the model
+    if int(saved.get("step", 0)) == 0:
+        print(f"warning: {path} was saved at step 0: an untrained model", file=sys.stderr)
     env = gym.make(args.env_id, image_size=model.config.image_size)
     scenes = [s.as_dict() for s in make_eval_scenes(env, args.scenes, num_context=args.context)]
-    saved = load_checkpoint(args.checkpoint or bundled_checkpoint()).get("extra", {}).get("mean_image")
-    mean_image = saved.numpy() if saved is not None else _mean_training_image(env, model.config.image_size)
+    mean_image = saved.get("extra", {}).get("mean_image")
+    mean_image = mean_image.numpy() if mean_image is not None else _mean_training_image(env, model.config.image_size)
     results = evaluate(model, scenes, mean_image=mean_image, device=args.device)
     print(format_table(results))
     if args.out:

@@ -49,6 +49,12 @@ def bearing(scene: Any, point_xz: np.ndarray) -> float:
     return wrap_angle(math.atan2(left, forward))
 
 
+def _ray_directions(scene: Any, angles: np.ndarray) -> np.ndarray:
+    """Unit directions ``(R, 2)`` in (x, z) of rays at ``angles`` (radians) from the agent's heading."""
+    yaws = float(scene.agent.dir) + np.asarray(angles, dtype=np.float64)
+    return np.stack([np.cos(yaws), -np.sin(yaws)], axis=1)  # MiniWorld's heading is (cos yaw, -sin yaw)
+
+
 def ray_distances(scene: Any, angles: np.ndarray, max_distance: float = 10.0) -> np.ndarray:
     """Distance from the agent to the nearest wall along rays at ``angles`` (radians, relative to the heading).
 
@@ -58,9 +64,7 @@ def ray_distances(scene: Any, angles: np.ndarray, max_distance: float = 10.0) ->
     Returns:
         float64 ``(len(angles),)``.
     """
-    origin = _agent_xz(scene)
-    yaws = float(scene.agent.dir) + np.asarray(angles, dtype=np.float64)
-    dirs = np.stack([np.cos(yaws), -np.sin(yaws)], axis=1)  # (R, 2) in (x, z)
+    origin, dirs = _agent_xz(scene), _ray_directions(scene, angles)  # (2,), (R, 2)
     segs = np.asarray(scene.wall_segs, dtype=np.float64)[:, :, [0, 2]]  # (W, 2 ends, 2)
     a, e = segs[:, 0], segs[:, 1] - segs[:, 0]  # (W, 2): start, extent
     # Solve origin + t * dir = a + s * e for every (ray, wall): 2x2 systems by Cramer's rule.
@@ -80,9 +84,7 @@ def obstacle_distances(scene: Any, angles: np.ndarray, max_distance: float = 10.
     along each ray: walls and objects both block its moves.
     """
     distances = ray_distances(scene, angles, max_distance)
-    origin = _agent_xz(scene)
-    yaws = float(scene.agent.dir) + np.asarray(angles, dtype=np.float64)
-    dirs = np.stack([np.cos(yaws), -np.sin(yaws)], axis=1)  # (R, 2)
+    origin, dirs = _agent_xz(scene), _ray_directions(scene, angles)  # (2,), (R, 2)
     entities = [e for e in scene.entities if e is not scene.agent]
     if not entities:
         return distances

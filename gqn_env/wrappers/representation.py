@@ -129,19 +129,23 @@ class RepresentationState:
         cheap invariants (shape, dtype, finite viewpoints) in numpy and calls the
         representation network directly.
         """
-        return self._encode(*self._prepare(images, viewpoints))
+        return self._encode(*self._prepare(images, viewpoints))[0]
 
     @torch.inference_mode()
-    def _encode(self, images: np.ndarray, viewpoints: np.ndarray) -> np.ndarray:
-        """:meth:`encode` of frames already through :meth:`_prepare`."""
+    def _encode(self, images: np.ndarray, viewpoints: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Frames already through :meth:`_prepare` -> ``(r (N, C, h, w), patches (N, c, g, g) or None)``.
+
+        The patches come from the same forward pass (the representation network's map
+        before its head), and only when this state keeps them.
+        """
         x = torch.from_numpy(images).to(self.device).permute(0, 3, 1, 2).float().mul_(1 / 255)  # (N, 3, S, S)
         v = torch.from_numpy(viewpoints).to(self.device)
         if self.patches is None:
-            return self.model.representation(x, v).cpu().numpy()  # (N, C, h, w)
+            return self.model.representation(x, v).cpu().numpy(), None  # (N, C, h, w)
         net = self.model.representation
         patches = net.patch_map(x)  # (N, g, g, c)
-        self._new_patches = patches.permute(0, 3, 1, 2).cpu().numpy()  # (N, c, g, g)
-        return net.head(patches, v).cpu().numpy()  # (N, C, 1, 1)
+        # (N, C, 1, 1) and (N, g, g, c) -> (N, c, g, g)
+        return net.head(patches, v).cpu().numpy(), patches.permute(0, 3, 1, 2).cpu().numpy()
 
     def add(
         self, slots: np.ndarray, images: np.ndarray, viewpoints: np.ndarray, reset: np.ndarray | None = None
@@ -155,7 +159,7 @@ class RepresentationState:
             reset: Optional ``(N,)`` bools: start these slots afresh with this frame.
         """
         images, viewpoints = self._prepare(images, viewpoints)
-        r = self._encode(images, viewpoints)
+        r, patches = self._encode(images, viewpoints)
         slots = np.asarray(slots)
         if reset is not None and np.any(reset):
             self.sums[slots[reset]] = 0.0
@@ -164,7 +168,7 @@ class RepresentationState:
         self.counts[slots] += 1
         self.last[slots] = r
         if self.patches is not None:
-            self.patches[slots] = self._new_patches
+            self.patches[slots] = patches
         if self.keep_frames:
             for i, slot in enumerate(slots):
                 self._remember(int(slot), images[i], viewpoints[i], reset is not None and bool(reset[i]))
@@ -172,7 +176,8 @@ class RepresentationState:
     def add_one(self, slot: int, image: np.ndarray, viewpoint: np.ndarray, reset: bool) -> None:
         """:meth:`add` for a single frame, without the per-call array bookkeeping (the per-step path)."""
         images, viewpoints = self._prepare(image[None], viewpoint[None])
-        r = self._encode(images, viewpoints)[0]  # (C, h, w)
+        r, patches = self._encode(images, viewpoints)
+        r = r[0]  # (C, h, w)
         if reset:
             self.sums[slot] = r
             self.counts[slot] = 1
@@ -181,9 +186,18 @@ class RepresentationState:
             self.counts[slot] += 1
         self.last[slot] = r
         if self.patches is not None:
-            self.patches[slot] = self._new_patches[0]
+            self.patches[slot] = patches[0]
         if self.keep_frames:
             self._remember(slot, images[0], viewpoints[0], reset)
+
+    def reencode(self, slot: int, images: np.ndarray, viewpoints: np.ndarray) -> None:
+        """Rebuild one slot from its whole episode ``(T, H, W, 3)`` with the current weights (one forward pass)."""
+        r, patches = self._encode(*self._prepare(images, viewpoints))  # (T, C, h, w)
+        self.sums[slot] = r.sum(axis=0)
+        self.counts[slot] = len(r)
+        self.last[slot] = r[-1]
+        if self.patches is not None:
+            self.patches[slot] = patches[-1]
 
     def _remember(self, slot: int, image: np.ndarray, viewpoint: np.ndarray, reset: bool) -> None:
         if reset:
@@ -341,12 +355,7 @@ class GQNRepresentation(gym.Wrapper):
         """
         if not self._episode_images:
             return
-        r = self.state.encode(np.stack(self._episode_images), np.stack(self._episode_viewpoints))  # (T, C, h, w)
-        self.state.sums[0] = r.sum(axis=0)
-        self.state.counts[0] = len(r)
-        self.state.last[0] = r[-1]
-        if self.state.patches is not None:
-            self.state.patches[0] = self.state._new_patches[-1]
+        self.state.reencode(0, np.stack(self._episode_images), np.stack(self._episode_viewpoints))
 
     def current_observation(self) -> dict:
         """The observation of the current state (e.g. after :meth:`refresh`)."""
