@@ -1,10 +1,22 @@
-"""The ``state_oracle`` reference observation: privileged state instead of pixels.
+"""The oracle reference observations: privileged state instead of pixels.
 
-Not an agent anyone would deploy: it reads the goal's position, the walls and the objects
-straight from the scene's geometry (:mod:`gqn_env.envs.privileged`). It bounds
-what any observation can buy on a benchmark: if PPO with perfect state learns no
-faster than PPO on pixels, perception is not what limits learning there, and no
-learned representation can show a gain.
+Not agents anyone would deploy: they read the goal's position, the walls and the
+objects straight from the scene's geometry (:mod:`gqn_env.envs.privileged`). They
+bound what an observation can buy on a benchmark: if PPO with perfect state
+learns no faster than PPO on pixels, perception is not what limits learning
+there, and no learned representation can show a gain.
+
+Three oracles differ only in when they know where the goal is (``goal=``):
+
+* ``"always"`` (``state_oracle``): from the first step, before it was ever seen;
+  no observation of the agent's own can give that;
+* ``"remembered"`` (``oracle_memory``): from the first step the goal was in view
+  on, for the rest of the episode: perfect perception and perfect memory;
+* ``"in_view"`` (``oracle_view``): only while it is in view: perfect perception,
+  no memory.
+
+The gaps between them split the headroom into what seeing buys and what
+remembering buys.
 """
 
 from __future__ import annotations
@@ -20,6 +32,9 @@ from gqn_env.envs import privileged
 #: Rays for the free distances (walls and objects), relative to the heading (radians): every 45 degrees.
 RAY_ANGLES = np.arange(8) * (2 * math.pi / 8)
 
+#: When each oracle knows the goal (module docstring).
+GOAL_MODES = ("always", "remembered", "in_view")
+
 
 class StateOracle(gym.ObservationWrapper):
     """Observe privileged state as one float32 vector (length :attr:`size`).
@@ -30,29 +45,46 @@ class StateOracle(gym.ObservationWrapper):
          goal forward, goal left, goal distance (3; metres / scene side),
          cos, sin of the goal's bearing (2),
          free distance to the nearest wall or object along 8 rays from the heading, counter-clockwise
-         (8; metres / room side, clipped to 2)]
+         (8; metres / room side, clipped to 2),
+         goal known (1; only when ``goal`` is not ``"always"``)]
+
+    While the goal is not known the five goal entries are 0.
 
     Args:
         env: A :class:`gqn_env.envs.maze_scene.GQNMazeScene` (possibly wrapped).
+        goal: When the goal's position is observed, one of :data:`GOAL_MODES`.
     """
 
-    size = 7 + 3 + 2 + len(RAY_ANGLES)
-
-    def __init__(self, env: gym.Env) -> None:
+    def __init__(self, env: gym.Env, goal: str = "always") -> None:
         super().__init__(env)
         if not isinstance(env.observation_space, spaces.Dict) or "viewpoint" not in env.observation_space.spaces:
             raise ValueError(
                 f"StateOracle wraps a scene env observing a Dict with 'viewpoint', got {env.observation_space}"
             )
+        if goal not in GOAL_MODES:
+            raise ValueError(f"goal must be one of {GOAL_MODES}, got {goal!r}")
+        self.goal = goal
+        self.size = 7 + 3 + 2 + len(RAY_ANGLES) + (goal != "always")
         self.observation_space = spaces.Box(-np.inf, np.inf, (self.size,), dtype=np.float32)
+        self._seen = False  # goal in view at some step of this episode
+
+    def reset(self, **kwargs) -> tuple[np.ndarray, dict]:
+        """Reset the scene and forget the goal."""
+        self._seen = False
+        return super().reset(**kwargs)
 
     def observation(self, observation: dict) -> np.ndarray:
         """The privileged state of the scene after this step."""
         scene = self.env.unwrapped
         side = max(scene.max_x - scene.min_x, scene.max_z - scene.min_z)
-        forward, left = privileged.goal_egocentric(scene)
-        distance = math.hypot(forward, left)
-        angle = math.atan2(left, forward)
         walls = privileged.obstacle_distances(scene, RAY_ANGLES, max_distance=2 * scene.room_size) / scene.room_size
-        goal = [forward / side, left / side, distance / side, math.cos(angle), math.sin(angle)]
-        return np.concatenate([observation["viewpoint"], goal, walls]).astype(np.float32)
+        visible = self.goal != "always" and privileged.goal_visible(scene)
+        self._seen = self._seen or visible
+        known = self.goal == "always" or visible or (self.goal == "remembered" and self._seen)
+        goal = np.zeros(5)
+        if known:
+            forward, left = privileged.goal_egocentric(scene)
+            angle = math.atan2(left, forward)
+            goal[:] = [forward / side, left / side, math.hypot(forward, left) / side, math.cos(angle), math.sin(angle)]
+        flag = [] if self.goal == "always" else [float(known)]
+        return np.concatenate([observation["viewpoint"], goal, walls, flag]).astype(np.float32)

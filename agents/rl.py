@@ -13,7 +13,10 @@ Observation types on the same scenes:
 * ``gqn_lstm``: ``gqn``'s observation read by sb3-contrib ``RecurrentPPO``
   (``MultiInputLstmPolicy`` over :class:`agents.features.GQNMazeExtractor`);
 * ``state_oracle``: privileged state (:class:`agents.oracle.StateOracle`), PPO
-  ``MlpPolicy``: a reference that bounds what any observation can buy.
+  ``MlpPolicy``: a reference that bounds what any observation can buy;
+* ``oracle_memory`` and ``oracle_view``: the same, but the goal's position is
+  known only from when it was first seen, or only while it is in view
+  (:data:`ORACLE_TYPES`): what perfect memory, and perfect perception alone, buy.
 
 Every type trains with the same PPO settings (:data:`PPO_SETTINGS`, chosen by
 :func:`make_agent`), so a comparison between them is one of observations only.
@@ -44,9 +47,11 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecFrameStack, VecNormalize
 
-OBS_TYPES = ("gqn", "gqn_online", "gqn_lstm", "pixels", "pixels_lstm", "state_oracle")
+OBS_TYPES = ("gqn", "gqn_online", "gqn_lstm", "pixels", "pixels_lstm", "state_oracle", "oracle_memory", "oracle_view")
 GQN_TYPES = ("gqn", "gqn_online", "gqn_lstm")
 PIXEL_TYPES = ("pixels", "pixels_lstm")
+#: Each oracle type and when it knows the goal (:data:`agents.oracle.GOAL_MODES`).
+ORACLE_TYPES = {"state_oracle": "always", "oracle_memory": "remembered", "oracle_view": "in_view"}
 
 #: Named PPO hyper-parameter sets shared by every observation type (how they were chosen: docs/rl.md).
 #: ``sb3``: 4 envs x 256 steps, batch 256, 4 epochs, SB3's defaults otherwise (the first benchmark).
@@ -103,10 +108,10 @@ def make_vec_env(
     def build() -> gym.Env:
         if obs_type in PIXEL_TYPES:
             return ImageOnly(gym.make(f"gqn_env:{env_id}", **kwargs))
-        if obs_type == "state_oracle":
+        if obs_type in ORACLE_TYPES:
             from agents.oracle import StateOracle
 
-            return StateOracle(gym.make(f"gqn_env:{env_id}", **kwargs))
+            return StateOracle(gym.make(f"gqn_env:{env_id}", **kwargs), goal=ORACLE_TYPES[obs_type])
         gqn_id = env_id.replace("GQNMazeScene", "GQNMaze")
         return gym.make(f"gqn_env:{gqn_id}", model=model, emit_frames=obs_type == "gqn_online", **kwargs)
 
@@ -143,7 +148,7 @@ def make_agent(obs_type: str, venv: VecEnv, settings: str | dict[str, Any] = "fa
     """The PPO agent for ``obs_type`` with the shared hyper-parameters ``settings``.
 
     ``pixels``: ``CnnPolicy``; ``pixels_lstm``: sb3-contrib ``RecurrentPPO`` with
-    ``CnnLstmPolicy``; ``state_oracle``: ``MlpPolicy``; the GQN types:
+    ``CnnLstmPolicy``; the oracles: ``MlpPolicy``; the GQN types:
     ``MultiInputPolicy`` with :class:`agents.features.GQNMazeExtractor`.
     ``kwargs`` go to the algorithm (``tensorboard_log``, ``verbose``, ...).
     """
@@ -169,7 +174,7 @@ def make_agent(obs_type: str, venv: VecEnv, settings: str | dict[str, Any] = "fa
 
     if obs_type == "pixels":
         return PPO("CnnPolicy", venv, **options)
-    if obs_type == "state_oracle":
+    if obs_type in ORACLE_TYPES:
         return PPO("MlpPolicy", venv, **options)
     from agents.features import GQNMazeExtractor
 

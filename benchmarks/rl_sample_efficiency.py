@@ -22,7 +22,8 @@ the same PPO settings (``--ppo``, :data:`agents.rl.PPO_SETTINGS`):
 * ``pixels``: the egocentric image (``--pixel-size``), 4 frames stacked, CnnPolicy;
 * ``pixels_lstm``: one frame, RecurrentPPO with CnnLstmPolicy (the memory baseline);
 * ``state_oracle``: privileged state (agents/oracle.py), the reference that bounds
-  what any observation can buy.
+  what any observation can buy; ``oracle_memory`` and ``oracle_view`` know the
+  goal only from its first sighting on, or only while it is in view.
 
 The defaults are the benchmark chosen in docs/rl.md: GQNMazeScene-S2 with 200-step
 episodes, ``steady`` settings, 100k steps, 5 seeds. Reports steps to reach
@@ -45,6 +46,7 @@ from stable_baselines3.common.callbacks import CallbackList
 
 import gqn_env  # noqa: F401
 from agents.rl import (
+    ORACLE_TYPES,
     PPO_SETTINGS,
     SuccessCurve,
     WorldModelCallback,
@@ -71,7 +73,7 @@ def run(variant: str, seed: int, args: argparse.Namespace) -> dict:
         callbacks.append(WorldModelCallback(trainer, buffer, updates_per_rollout=args.wm_updates))
     elif variant in ("gqn", "gqn_lstm"):
         venv = make_vec_env(variant, args.env_id, args.num_envs, seed, None, gqn_kwargs, frame_stack=args.gqn_stack)
-    elif variant == "state_oracle":
+    elif variant in ORACLE_TYPES:
         venv = make_vec_env(variant, args.env_id, args.num_envs, seed, None, scene)
     else:
         venv = make_vec_env(variant, args.env_id, args.num_envs, seed, None, {**scene, "image_size": args.pixel_size})

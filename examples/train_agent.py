@@ -31,6 +31,7 @@ import numpy as np
 import gqn_env  # noqa: F401
 from agents.rl import (
     OBS_TYPES,
+    ORACLE_TYPES,
     PIXEL_TYPES,
     PPO_SETTINGS,
     SuccessCurve,
@@ -58,7 +59,7 @@ def train(args: argparse.Namespace) -> None:
         model = load_world_model(args.checkpoint)
     if args.obs in PIXEL_TYPES:
         scene["image_size"] = 64
-    elif args.obs != "state_oracle" and args.gqn_obs:
+    elif args.obs not in ORACLE_TYPES and args.gqn_obs:
         scene["obs_keys"] = args.gqn_obs
     venv = make_vec_env(args.obs, args.env_id, args.num_envs, args.seed, model, scene)
     agent = make_agent(args.obs, venv, args.ppo, seed=args.seed, tensorboard_log=f"{args.out}/tb", verbose=1)

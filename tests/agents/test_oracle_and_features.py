@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from agents.features import GQNMazeExtractor
-from agents.oracle import RAY_ANGLES, StateOracle
+from agents.oracle import GOAL_MODES, RAY_ANGLES, StateOracle
 from agents.rl import PPO_SETTINGS, make_agent, make_vec_env
 from gqn_env.envs import privileged
 
@@ -22,7 +22,7 @@ def test_state_oracle_observes_the_goal_and_the_walls():
     try:
         obs, _ = env.reset(seed=0)
         scene = env.unwrapped
-        assert env.observation_space.contains(obs) and obs.shape == (StateOracle.size,)
+        assert env.observation_space.contains(obs) and obs.shape == (env.size,) == (20,)
         side = max(scene.max_x - scene.min_x, scene.max_z - scene.min_z)
         forward, left = privileged.goal_egocentric(scene)
         np.testing.assert_allclose(obs[7:9], np.array([forward, left]) / side, rtol=1e-5)
@@ -37,9 +37,43 @@ def test_state_oracle_observes_the_goal_and_the_walls():
         env.close()
 
 
-def test_state_oracle_refuses_an_env_without_viewpoints():
+def test_state_oracle_refuses_an_env_without_viewpoints_and_unknown_goal_modes():
     with pytest.raises(ValueError, match="viewpoint"):
         StateOracle(gym.make("CartPole-v1"))
+    with pytest.raises(ValueError, match="goal must be one of"):
+        StateOracle(gym.make("GQNMazeScene-v0", **TINY_SCENE), goal="sometimes")
+
+
+def test_memory_and_view_oracles_know_the_goal_from_its_first_sighting_or_only_in_view():
+    """Turning on the spot in one room: the goal comes into view and leaves it again."""
+    one_room = {**TINY_SCENE, "num_rows": 1, "num_cols": 1, "max_episode_steps": 60}
+    envs = {mode: StateOracle(gym.make("GQNMazeScene-v0", **one_room), goal=mode) for mode in GOAL_MODES}
+    try:
+        obs = {mode: [env.reset(seed=3)[0]] for mode, env in envs.items()}
+        visible = [privileged.goal_visible(envs["always"].unwrapped)]
+        for _ in range(48):  # two full turns of 24 x 15 degrees
+            for mode, env in envs.items():
+                obs[mode].append(env.step(0)[0])
+            visible.append(privileged.goal_visible(envs["always"].unwrapped))
+        visible = np.array(visible)
+        assert visible.any() and not visible.all(), "the turn should bring the goal in and out of view"
+        always = np.stack(obs["always"])
+        seen = np.logical_or.accumulate(visible)
+        for mode, known in (("in_view", visible), ("remembered", seen)):
+            got = np.stack(obs[mode])
+            assert got.shape == (49, 21)
+            np.testing.assert_array_equal(got[:, -1], known.astype(np.float32))
+            np.testing.assert_allclose(got[known, 7:12], always[known, 7:12], rtol=1e-5)
+            assert not got[~known, 7:12].any()  # unknown goal: zeros
+            np.testing.assert_allclose(
+                got[:, :-1][:, [*range(7), *range(12, 20)]], always[:, [*range(7), *range(12, 20)]]
+            )
+        # A new episode forgets the goal.
+        first, _ = envs["remembered"].reset(seed=4)
+        assert first[-1] == float(privileged.goal_visible(envs["remembered"].unwrapped))
+    finally:
+        for env in envs.values():
+            env.close()
 
 
 def _space(map_shape=(8, 2, 2), vector=5):
