@@ -8,11 +8,15 @@ bundled world model (a ``cpu``-preset GQN trained by this project, shipped in
 
 from __future__ import annotations
 
+import inspect
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from gqn_env.registration import max_episode_steps_from_gym_make
 
 BUNDLED_CHECKPOINT = Path(__file__).resolve().parent.parent / "assets" / "gqn_maze_cpu.pt"
 
@@ -67,8 +71,8 @@ def make_gqn_maze(
         num_cols: Maze columns.
         image_size: Egocentric image size; default the model's. Must be a multiple
             of the model's size (frames are block-averaged down for the encoder).
-        model: A :class:`world_model.GQN` to use instead of the bundled one.
-        checkpoint: A checkpoint path to load instead of the bundled one.
+        model: A :class:`world_model.GQN` to use instead of the bundled one (``None``: the bundled one).
+        checkpoint: A checkpoint path to load instead of the bundled one (not with ``model``).
         obs_keys: Observation keys, from ``representation``, ``view`` (the current frame's encoding),
             ``viewpoint``, ``image``.
         scale: ``"mean"`` or ``"sum"`` of per-frame encodings (see the wrapper).
@@ -76,18 +80,52 @@ def make_gqn_maze(
         render_mode: ``"rgb_array"`` shows true view | imagined view | map.
         emit_frames: Put each frame in ``info`` (for online world-model training).
         **scene_kwargs: Passed to :class:`GQNMazeScene` (``room_size``, ``max_episode_steps``, ...).
+            Under ``gym.make(id, max_episode_steps=T)`` the scene's limit is ``T``.
 
     Returns:
         The wrapped env.
+
+    Raises:
+        ValueError: On a bad argument, before the model loads or any OpenGL starts.
+        TypeError: On an argument that neither this function nor the scene takes.
     """
+    # gym.make(id, max_episode_steps=T) gives T to its TimeLimit only; the scene takes the same T.
+    limit = max_episode_steps_from_gym_make(sys._getframe(1))
+    if limit is not None:
+        scene_kwargs["max_episode_steps"] = limit
+    # Every argument is checked before the model loads and before the scene opens an OpenGL context.
+    from gqn_env.envs.maze_scene import GQNMazeScene
+    from gqn_env.wrappers.representation import GQNRepresentation, check_image_size, check_model, check_options
+    from world_model.checkpoint import check_device
+
     if model is not None and checkpoint is not None:
         raise ValueError("Pass either model= or checkpoint=, not both")
+    if model is not None:
+        check_model(model)
+    if checkpoint is not None and not isinstance(checkpoint, (str, Path)):
+        raise ValueError(f"checkpoint must be a path to a checkpoint file, got {checkpoint!r}")
+    check_options(obs_keys, scale)
+    if not isinstance(emit_frames, bool):
+        raise ValueError(f"emit_frames must be True or False, got {emit_frames!r}")
+    check_device(device)
+    unknown = [name for name in scene_kwargs if name not in GQNMazeScene.argument_names()]
+    if unknown:
+        own = [name for name in inspect.signature(make_gqn_maze).parameters if name != "scene_kwargs"]
+        scene_only = [name for name in GQNMazeScene.argument_names() if name not in own]
+        raise TypeError(
+            f"GQNMaze got unexpected keyword argument(s) {unknown}; it takes {own} and the scene's {scene_only}"
+        )
+    sized = {} if image_size is None else {"image_size": image_size}
+    GQNMazeScene.check_arguments(num_rows=num_rows, num_cols=num_cols, render_mode=render_mode, **sized, **scene_kwargs)
+
     if model is None:
         model = load_world_model(checkpoint, device)
-    from gqn_env.envs.maze_scene import GQNMazeScene
-    from gqn_env.wrappers.representation import GQNRepresentation, check_image_size
-
+    check_options(obs_keys, scale, model)
     size = model.config.image_size if image_size is None else image_size
     check_image_size((size, size) if isinstance(size, int) else size, model.config.image_size)
     scene = GQNMazeScene(num_rows=num_rows, num_cols=num_cols, image_size=size, render_mode=render_mode, **scene_kwargs)
-    return GQNRepresentation(scene, model, obs_keys=obs_keys, scale=scale, device=device, emit_frames=emit_frames)
+    try:
+        return GQNRepresentation(scene, model, obs_keys=obs_keys, scale=scale, device=device, emit_frames=emit_frames)
+    except BaseException:
+        scene.close()  # its GL context and objects would otherwise live as long as the process
+        raise

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import inspect
 import io
 import math
 import os
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,6 +16,7 @@ import numpy as np
 from gymnasium import spaces, utils
 
 from gqn_env import _headless
+from gqn_env.registration import check_max_episode_steps, max_episode_steps_from_gym_make
 
 _headless.configure()
 
@@ -87,6 +91,16 @@ def _parse_image_size(image_size: int | Sequence[int]) -> tuple[int, int]:
     return hw
 
 
+#: Arguments passed through to ``MiniWorldEnv.__init__`` (besides those the scene sets itself).
+MINIWORLD_ARGUMENTS: tuple[str, ...] = ("view",)
+
+
+def _constructor_defaults(cls: type) -> dict[str, Any]:
+    """``{name: default}`` of ``cls.__init__``'s named arguments."""
+    params = inspect.signature(cls.__init__).parameters.values()
+    return {p.name: p.default for p in params if p.name != "self" and p.kind is p.POSITIONAL_OR_KEYWORD}
+
+
 class _StaticBox(Box):
     """A box that never moves, so it is compiled into the static display list."""
 
@@ -148,13 +162,69 @@ class GQNMazeScene(MiniWorldEnv, utils.EzPickle):
     * ``image_size``: egocentric image size, int or ``(height, width)``; default 64.
     * ``objects_per_room``: distractor objects in each room (>= 0).
     * ``wall_textures``, ``floor_textures``: texture names to draw from.
-    * ``max_episode_steps``: default ``24 * rows * cols`` (as MiniWorld).
+    * ``max_episode_steps``: default ``24 * rows * cols`` (as MiniWorld). The value given
+      to ``gym.make(id, max_episode_steps=T)`` is used here too (it drives both the
+      truncation and the reward; ``gym.make``'s own ``TimeLimit`` then agrees).
     * ``map_size``: side in pixels of :meth:`render_map`'s picture.
-    * ``domain_rand``: MiniWorld's domain randomisation (lights, camera jitter).
+    * ``domain_rand``: MiniWorld's domain randomisation (lights, camera jitter), a bool.
     * ``render_mode``: ``"rgb_array"`` (egocentric view at ``map_size``) or ``"human"``.
+    * ``view``: passed to MiniWorld (``"agent"``, default, or ``"top"``). Any other
+      argument raises ``TypeError`` listing those accepted (:meth:`check_arguments`).
     """
 
     metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 30}
+
+    @classmethod
+    def argument_names(cls) -> list[str]:
+        """Names of the keyword arguments the constructor takes (MiniWorld's ``view`` last)."""
+        return [*_constructor_defaults(cls), *MINIWORLD_ARGUMENTS]
+
+    @classmethod
+    def check_arguments(cls, **kwargs: Any) -> None:
+        """Validate constructor arguments without building anything (no OpenGL is touched).
+
+        Args:
+            **kwargs: Any of the constructor's arguments; those left out take their defaults.
+
+        Raises:
+            TypeError: On an argument the constructor does not take (the message lists those it takes).
+            ValueError: On a bad value (the message names the argument and the allowed values).
+        """
+        unknown = [name for name in kwargs if name not in cls.argument_names()]
+        if unknown:
+            raise TypeError(
+                f"{cls.__name__}() got unexpected keyword argument(s) {unknown}; it takes {cls.argument_names()}"
+            )
+        args = {**_constructor_defaults(cls), **kwargs}
+        for name in ("num_rows", "num_cols"):
+            value = args[name]
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not 1 <= value <= MAX_MAZE_SIDE:
+                raise ValueError(
+                    f"{name} must be an integer in 1..{MAX_MAZE_SIDE} (larger mazes are slow to build), got {value!r}"
+                )
+        for name in ("room_size", "gap_size"):
+            value = args[name]
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        if args["room_size"] < 1.2:
+            raise ValueError(f"room_size must be >= 1.2 m so the agent (radius 0.4) fits, got {args['room_size']!r}")
+        objects = args["objects_per_room"]
+        if not isinstance(objects, (int, np.integer)) or isinstance(objects, bool) or not 0 <= objects <= 4:
+            raise ValueError(f"objects_per_room must be an integer in 0..4, got {objects!r}")
+        check_max_episode_steps(args["max_episode_steps"])
+        map_size = args["map_size"]
+        if not isinstance(map_size, (int, np.integer)) or isinstance(map_size, bool) or not 16 <= map_size <= 2048:
+            raise ValueError(f"map_size must be an integer in 16..2048, got {map_size!r}")
+        if not isinstance(args["domain_rand"], (bool, np.bool_)):
+            raise ValueError(f"domain_rand must be True or False, got {args['domain_rand']!r}")
+        render_mode = args["render_mode"]
+        if render_mode is not None and render_mode not in cls.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {cls.metadata['render_modes']} or None, got {render_mode!r}")
+        if "view" in args and args["view"] not in ("agent", "top"):
+            raise ValueError(f"view must be 'agent' or 'top', got {args['view']!r}")
+        _parse_image_size(args["image_size"])
+        _check_textures("wall_textures", args["wall_textures"])
+        _check_textures("floor_textures", args["floor_textures"])
 
     def __init__(
         self,
@@ -173,26 +243,23 @@ class GQNMazeScene(MiniWorldEnv, utils.EzPickle):
         **kwargs: Any,
     ) -> None:
         """Create the scene env; every argument is validated before OpenGL starts."""
-        for name, value in (("num_rows", num_rows), ("num_cols", num_cols)):
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not 1 <= value <= MAX_MAZE_SIDE:
-                raise ValueError(
-                    f"{name} must be an integer in 1..{MAX_MAZE_SIDE} (larger mazes are slow to build), got {value!r}"
-                )
-        for name, value in (("room_size", room_size), ("gap_size", gap_size)):
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-        if room_size < 1.2:
-            raise ValueError(f"room_size must be >= 1.2 m so the agent (radius 0.4) fits, got {room_size!r}")
-        if not isinstance(objects_per_room, (int, np.integer)) or objects_per_room < 0 or objects_per_room > 4:
-            raise ValueError(f"objects_per_room must be an integer in 0..4, got {objects_per_room!r}")
-        if max_episode_steps is not None and (
-            not isinstance(max_episode_steps, (int, np.integer)) or max_episode_steps < 1
-        ):
-            raise ValueError(f"max_episode_steps must be a positive integer or None, got {max_episode_steps!r}")
-        if not isinstance(map_size, (int, np.integer)) or not 16 <= map_size <= 2048:
-            raise ValueError(f"map_size must be an integer in 16..2048, got {map_size!r}")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
+        # Built by gym.make(id, max_episode_steps=T): T goes to gym.make's TimeLimit only; use it here too.
+        max_episode_steps = max_episode_steps_from_gym_make(sys._getframe(1)) or max_episode_steps
+        self.check_arguments(
+            num_rows=num_rows,
+            num_cols=num_cols,
+            room_size=room_size,
+            gap_size=gap_size,
+            image_size=image_size,
+            objects_per_room=objects_per_room,
+            wall_textures=wall_textures,
+            floor_textures=floor_textures,
+            max_episode_steps=max_episode_steps,
+            map_size=map_size,
+            domain_rand=domain_rand,
+            render_mode=render_mode,
+            **kwargs,
+        )
         height, width = _parse_image_size(image_size)
 
         self.num_rows = int(num_rows)
@@ -319,6 +386,7 @@ class GQNMazeScene(MiniWorldEnv, utils.EzPickle):
     # --------------------------------------------------------------- gym API
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
         """Generate a new scene; same seed, same scene and frames."""
+        self._check_open()
         image, _ = super().reset(seed=seed, options=options)
         return self._observe(image), self._info(success=False)
 
@@ -326,12 +394,17 @@ class GQNMazeScene(MiniWorldEnv, utils.EzPickle):
         """Take one action; reward and termination as MiniWorld's mazes."""
         if not self.action_space.contains(action):
             raise ValueError(f"Invalid action {action!r} for action space {self.action_space}")
+        self._check_open()
         image, reward, terminated, truncated, _ = super().step(action)
         success = bool(self.near(self.goal))
         if success:
             reward += self._reward()
             terminated = True
         return self._observe(image), float(reward), terminated, truncated, self._info(success)
+
+    def _check_open(self) -> None:
+        if self.shadow_window is None:
+            raise RuntimeError("This env is closed (close() released its OpenGL context); make a new one")
 
     @property
     def pose(self) -> Pose:
@@ -454,12 +527,57 @@ class GQNMazeScene(MiniWorldEnv, utils.EzPickle):
         return frame_buffer.resolve()
 
     def close(self) -> None:
-        """Release the display list and close any window."""
-        if self._display_list:
+        """Release this env's OpenGL objects and hidden context, and close any window.
+
+        MiniWorld's own ``close`` only closes the human-mode window: every env made
+        and closed left its frame buffers (their textures and depth buffers, about
+        5 MiB in Mesa's software renderer at the default ``map_size``), its display
+        list and its hidden window's context behind. Safe to call more than once;
+        the env cannot render afterwards.
+        """
+        window = getattr(self, "shadow_window", None)
+        if window is not None:
             try:
-                self.shadow_window.switch_to()
-                gl.glDeleteLists(self._display_list, 1)
-            except Exception:  # noqa: BLE001 - the context may already be gone
+                window.switch_to()
+                if self._display_list:
+                    gl.glDeleteLists(self._display_list, 1)
+                for fb in (getattr(self, "obs_fb", None), getattr(self, "vis_fb", None), *self._view_fbs.values()):
+                    if fb is not None:
+                        _delete_framebuffer(fb)
+                label = getattr(self, "text_label", None)
+                if hasattr(label, "delete"):
+                    label.delete()
+            except Exception:  # noqa: BLE001 - the context may already be gone; close the rest regardless
                 pass
             self._display_list = 0
+            self._view_fbs.clear()
+            window.close()
+            self.shadow_window = None
         super().close()
+
+
+def _delete_framebuffer(fb: Any) -> None:
+    """Delete a MiniWorld ``FrameBuffer``'s two FBOs and the texture and depth buffer attached to each.
+
+    MiniWorld keeps only the FBO ids; the attachments are found by asking each FBO.
+    Call with the context that created ``fb`` current (FBOs are per context).
+    """
+    name = gl.GLint(0)
+    for fbo in (fb.multi_fbo, fb.final_fbo):
+        if not fbo.value:
+            continue
+        gl.glBindFramebuffer(gl.GL_FRAMEBUFFER, fbo)
+        attached = []
+        for attachment in (gl.GL_COLOR_ATTACHMENT0, gl.GL_DEPTH_ATTACHMENT):
+            gl.glGetFramebufferAttachmentParameteriv(
+                gl.GL_FRAMEBUFFER, attachment, gl.GL_FRAMEBUFFER_ATTACHMENT_OBJECT_NAME, ctypes.byref(name)
+            )
+            attached.append(gl.GLuint(name.value))
+        gl.glBindFramebuffer(gl.GL_FRAMEBUFFER, 0)
+        gl.glDeleteFramebuffers(1, ctypes.byref(fbo))
+        texture, depth = attached  # MiniWorld attaches a texture as colour, a renderbuffer as depth
+        if texture.value:
+            gl.glDeleteTextures(1, ctypes.byref(texture))
+        if depth.value:
+            gl.glDeleteRenderbuffers(1, ctypes.byref(depth))
+        fbo.value = 0

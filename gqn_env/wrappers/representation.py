@@ -37,6 +37,7 @@ imagined viewpoint. The observation is unchanged: the running sum.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -269,14 +270,46 @@ def _obs_space(env_space: spaces.Dict, state: RepresentationState, obs_keys: Seq
     return spaces.Dict({k: parts[k] for k in obs_keys})
 
 
-def _check_args(env_space: spaces.Space, obs_keys: Sequence[str], scale: str, model: Any) -> tuple[str, ...]:
-    if not isinstance(env_space, spaces.Dict) or not {"image", "viewpoint"} <= set(env_space.spaces):
-        raise ValueError(f"The wrapped env must observe a Dict with 'image' and 'viewpoint', got {env_space}")
-    keys = tuple(obs_keys)
+def check_model(model: Any) -> None:
+    """Raise ValueError unless ``model`` is a GQN world model (a torch module with a ``config``)."""
+    if not isinstance(model, torch.nn.Module) or not hasattr(model, "config"):
+        hint = f"; to load a checkpoint file pass checkpoint={model!r}" if isinstance(model, (str, Path)) else ""
+        raise ValueError(f"model must be a world_model.GQN, got {type(model).__name__} {model!r:.80}{hint}")
+
+
+def check_options(obs_keys: Sequence[str], scale: str, model: Any = None) -> tuple[str, ...]:
+    """Validate the wrapper's own arguments, which need no env; returns ``obs_keys`` as a tuple.
+
+    Args:
+        obs_keys: Observation keys, distinct names from :data:`OBS_KEYS`.
+        scale: One of :data:`SCALES`.
+        model: The world model, checked with :func:`check_model` (and for ``patches``) if given.
+
+    Raises:
+        ValueError: Naming the bad argument and what it accepts.
+    """
+    try:
+        keys = () if isinstance(obs_keys, str) else tuple(obs_keys)
+    except TypeError:  # not iterable
+        keys = ()
     if not keys or len(set(keys)) != len(keys) or not set(keys) <= set(OBS_KEYS):
         raise ValueError(f"obs_keys must be distinct names from {OBS_KEYS}, got {obs_keys!r}")
-    if scale not in SCALES:
+    if not isinstance(scale, str) or scale not in SCALES:
         raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
+    if model is not None:
+        check_model(model)
+        if "patches" in keys and not hasattr(model.representation, "patch_map"):
+            raise ValueError(
+                f"The 'patches' observation needs a model with the 'patch' representation network, "
+                f"this one has {model.config.representation!r}"
+            )
+    return keys
+
+
+def _check_args(env_space: spaces.Space, obs_keys: Sequence[str], scale: str, model: Any) -> tuple[str, ...]:
+    keys = check_options(obs_keys, scale, model)
+    if not isinstance(env_space, spaces.Dict) or not {"image", "viewpoint"} <= set(env_space.spaces):
+        raise ValueError(f"The wrapped env must observe a Dict with 'image' and 'viewpoint', got {env_space}")
     if model.config.viewpoint_dim != env_space["viewpoint"].shape[0]:
         raise ValueError(
             f"The model takes {model.config.viewpoint_dim}-d viewpoints, the env gives {env_space['viewpoint'].shape}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -9,7 +11,8 @@ import torch
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-from gqn_env.wrappers import GQNRepresentation, GQNRepresentationVector
+from gqn_env.envs import maze_scene
+from gqn_env.wrappers import GQNRepresentation, GQNRepresentationVector, representation
 from world_model import GQN, GQNConfig
 
 SCENE = {"num_rows": 2, "num_cols": 2, "map_size": 64}
@@ -121,6 +124,20 @@ def test_imagine_and_render(model):
         env.close()
 
 
+def _spy_on_scene_constructor(monkeypatch) -> list:
+    """Count GQNMazeScene constructions (the constructor opens OpenGL)."""
+    built = []
+    original = maze_scene.GQNMazeScene.__init__
+
+    @functools.wraps(original)  # keeps the signature, which the scene's argument check reads
+    def spy(self, *args, **kwargs):
+        built.append(1)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(maze_scene.GQNMazeScene, "__init__", spy)
+    return built
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
@@ -128,11 +145,52 @@ def test_imagine_and_render(model):
         ({"obs_keys": ()}, "obs_keys"),
         ({"scale": "max"}, "scale"),
         ({"image_size": 20}, "multiple"),
+        ({"model": "not a model"}, r"model must be a world_model.GQN, got str 'not a model'; .* checkpoint="),
+        ({"model": 3}, "model must be a world_model.GQN"),
+        ({"checkpoint": 3}, "checkpoint must be a path"),
+        ({"domain_rand": "yes"}, "domain_rand must be True or False"),
+        ({"emit_frames": "yes"}, "emit_frames must be True or False"),
+        ({"num_rows": 0}, "num_rows must be an integer in 1..16"),
+        ({"room_size": -1.0}, "room_size"),
+        ({"device": "nonsense"}, "device must name a torch device"),
     ],
 )
-def test_bad_kwargs_raise(model, kwargs, match):
+def test_bad_kwargs_raise_before_the_scene_is_built(model, kwargs, match, monkeypatch):
+    built = _spy_on_scene_constructor(monkeypatch)
     with pytest.raises(ValueError, match=match):
-        make(model, **kwargs)
+        if {"model", "checkpoint"} & set(kwargs):
+            gym.make("GQNMaze-v0", **{**SCENE, **kwargs})
+        else:
+            make(model, **kwargs)
+    assert not built
+
+
+def test_bad_obs_keys_with_the_bundled_model_raise_before_the_scene_is_built(monkeypatch):
+    built = _spy_on_scene_constructor(monkeypatch)
+    with pytest.raises(ValueError, match=r"obs_keys must be distinct names from .*got \('nope',\)"):
+        gym.make("GQNMaze-v0", obs_keys=("nope",))
+    assert not built
+
+
+def test_unknown_kwarg_is_reported_against_gqn_maze_with_the_accepted_names(model):
+    with pytest.raises(TypeError, match=r"GQNMaze got unexpected keyword argument\(s\) \['colour'\]") as err:
+        make(model, colour="red")
+    assert "MiniWorldEnv" not in str(err.value)
+    assert all(name in str(err.value) for name in ("obs_keys", "model", "checkpoint", "room_size", "domain_rand"))
+
+
+def test_the_scene_is_closed_when_the_wrapper_cannot_be_built(model, monkeypatch):
+    closed = []
+    close = maze_scene.GQNMazeScene.close
+    monkeypatch.setattr(maze_scene.GQNMazeScene, "close", lambda self: closed.append(1) or close(self))
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("wrapper failed")
+
+    monkeypatch.setattr(representation.GQNRepresentation, "__init__", fail)
+    with pytest.raises(RuntimeError, match="wrapper failed"):
+        make(model)
+    assert closed == [1]
 
 
 def test_patches_are_the_current_frames_per_patch_features(model):
