@@ -26,8 +26,9 @@ width by a fixed random projection and by PCA (fit on the training scenes),
 and the representation of another scene at the same step (``shuffled``).
 
 Linear and MLP probes are fit on the first two thirds of the scenes and scored
-on the rest (:mod:`world_model.probes`). Writes a table and
-``benchmarks/results/rl_probes.json`` (``--out`` elsewhere).
+on the rest (:mod:`world_model.probes`). Prints a table and writes
+``runs/benchmarks/rl_probes.json`` (``--save``: the committed
+``benchmarks/results/rl_probes.json``; ``--out``: anywhere).
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -43,7 +43,7 @@ import torch
 
 import gqn_env  # noqa: F401
 from agents.world_model_training import EVAL_SEED_BASE
-from benchmarks._common import format_table, write_json
+from benchmarks._common import add_output_options, format_table, write_json
 from gqn_env.envs import privileged
 from world_model.probes import fit_probe
 
@@ -200,7 +200,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="6 scenes of 40 steps: a smoke run")
-    parser.add_argument("--out", default=None)
+    add_output_options(parser)
     args = parser.parse_args()
     if args.quick:
         args.scenes, args.episode_steps, args.epochs = 6, 40, 50
@@ -210,7 +210,7 @@ def main() -> None:
     print(format_table(rows, columns))
     print("frames per target (train/test):", {k: f"{v['train']}/{v['test']}" for k, v in info["frames"].items()})
     name = "rl_probes_quick" if args.quick else "rl_probes"
-    path = write_json(name, {"args": vars(args), "rows": rows, **info}, Path(args.out) if args.out else None)
+    path = write_json(name, {"args": vars(args), "rows": rows, **info}, args.out, args.save)
     print(f"wrote {path}")
 
 

@@ -2,11 +2,14 @@
 
 Usage::
 
-    python -m benchmarks.rl_sample_efficiency                 # the headline: hours on 2 CPU cores
-    python -m benchmarks.rl_sample_efficiency --variants gqn  # one variant (others' runs are reused)
-    python -m benchmarks.rl_sample_efficiency --only-summarize
-    python -m benchmarks.rl_sample_efficiency --quick         # a smoke run of a few minutes
+    python -m benchmarks.rl_sample_efficiency --save                 # the headline: hours on 2 CPU cores
+    python -m benchmarks.rl_sample_efficiency --save --variants gqn  # one variant (others' runs are reused)
+    python -m benchmarks.rl_sample_efficiency --save --only-summarize
+    python -m benchmarks.rl_sample_efficiency --quick                # a smoke run of a few minutes
 
+Results go to ``runs/benchmarks/rl_sample_efficiency.json`` (git-ignored);
+``--save`` writes the committed ``benchmarks/results/rl_sample_efficiency.json``
+and resumes from its committed runs, ``--out`` writes anywhere.
 Each finished (variant, seed) run is saved to ``<out stem>_runs/<variant>_<seed>.json``;
 if the invocation is interrupted, the same command resumes after the last
 finished run, and several invocations (one per variant, say) can fill the folder
@@ -55,7 +58,7 @@ from agents.rl import (
     steps_to_rolling_threshold,
     success_curve,
 )
-from benchmarks._common import RESULTS_DIR, format_table, write_json
+from benchmarks._common import add_output_options, format_table, output_path, write_json
 from world_model import GQNConfig, SceneBuffer, Trainer
 from world_model.atomic import atomic_path
 
@@ -110,7 +113,7 @@ def seconds_at(timesteps: list[int], seconds: list[float], step: float) -> float
 BASELINES = ("pixels", "pixels_lstm")
 
 #: Arguments that do not change what one (variant, seed) run does.
-NOT_RUN_SETTINGS = ("out", "restart", "variants", "seeds", "first_seed", "quick", "only_summarize")
+NOT_RUN_SETTINGS = ("out", "restart", "variants", "seeds", "first_seed", "quick", "only_summarize", "save")
 
 
 #: Arguments that only some variants read.
@@ -303,7 +306,7 @@ def main() -> None:
         action="store_true",
         help="run nothing: summarise the finished runs found for these settings",
     )
-    parser.add_argument("--out", default=None)
+    add_output_options(parser)
     parser.add_argument(
         "--restart", action="store_true", help="ignore runs saved by an interrupted invocation with the same settings"
     )
@@ -312,7 +315,7 @@ def main() -> None:
         args.steps, args.seeds, args.bins = 4096, 1, 8
 
     name = "rl_sample_efficiency_quick" if args.quick else "rl_sample_efficiency"
-    json_path = Path(args.out) if args.out else RESULTS_DIR / f"{name}.json"
+    json_path = output_path(name, args.out, args.save)
     results = run_all(args, json_path.parent / f"{json_path.stem}_runs")
     rows, ratios = summarize(results, args)
     columns = ["variant", "seeds", "steps_to_threshold", "seconds_to_threshold", "auc", "final_success", "minutes"]

@@ -120,3 +120,13 @@ def test_runs_saved_before_an_argument_existed_match_its_default():
     assert bench.same_run(saved, {"steps": 100, "gqn_obs": ["patches"], "gqn_stack": 1}, "gqn")
     assert not bench.same_run(saved, {"steps": 100, "gqn_obs": ["patches"], "gqn_stack": 4}, "gqn")
     assert bench.same_run({"steps": 100}, {"steps": 100, "gqn_obs": ["view"], "gqn_stack": 4}, "pixels")
+
+
+def test_where_results_are_written_does_not_make_a_run_different(tmp_path, monkeypatch):
+    runs = tmp_path / "rl_runs"
+    calls = []
+    monkeypatch.setattr(bench, "run", _fake_run(calls))
+    bench.run_all(_args(seeds=1, save=False), runs)
+    calls.clear()
+    results = bench.run_all(_args(seeds=1, save=True, out="elsewhere.json", only_summarize=True), runs)
+    assert calls == [] and len(results) == 2
