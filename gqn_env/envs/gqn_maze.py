@@ -74,7 +74,8 @@ def make_gqn_maze(
         model: A :class:`world_model.GQN` to use instead of the bundled one (``None``: the bundled one).
         checkpoint: A checkpoint path to load instead of the bundled one (not with ``model``).
         obs_keys: Observation keys, from ``representation``, ``view`` (the current frame's encoding),
-            ``viewpoint``, ``image``.
+            ``patches`` (its per-patch map), ``recall`` (the maps of the episode's frames nearest the
+            views to the left, behind and right), ``viewpoint``, ``image``.
         scale: ``"mean"`` or ``"sum"`` of per-frame encodings (see the wrapper).
         device: Where the encoder runs.
         render_mode: ``"rgb_array"`` shows true view | imagined view | map.

@@ -18,7 +18,13 @@ in the model's terms (free: it is the term just added to the sum). Observation
 ``patches`` (models with the ``patch`` representation network): the current
 frame's per-patch features ``(c, g, g)``, the representation network's map
 before it pools the frame into one vector; it keeps where in the view each
-feature is (also free: computed on the way to ``view``).
+feature is (also free: computed on the way to ``view``). Observation ``recall``
+(``patch`` models too): the episode's encoded views queried at the viewpoints
+to the agent's left, behind it and to its right (its position, its heading
+turned by :data:`RECALL_TURNS`): for each, the per-patch map of the frame whose
+viewpoint is nearest that query, the same choice the generator's nearest-view
+input makes. It is the agent's memory in the world model's terms: a goal seen
+earlier while facing left of here shows up in the left map.
 
 Imagination renders from the sum, but the model was trained on sums of at most
 ``config.context_max`` views, and an episode holds hundreds of frames. So once
@@ -36,6 +42,7 @@ imagined viewpoint. The observation is unchanged: the running sum.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -47,7 +54,11 @@ from gymnasium import spaces
 
 from gqn_env.envs.viewpoint import VIEWPOINT_DIM, Pose
 
-OBS_KEYS = ("representation", "view", "patches", "viewpoint", "image")
+OBS_KEYS = ("representation", "view", "patches", "recall", "viewpoint", "image")
+#: Heading offsets of the ``recall`` queries (radians, counter-clockwise): left, behind, right.
+RECALL_TURNS = (math.pi / 2, math.pi, -math.pi / 2)
+#: Keys that need the ``patch`` representation network's per-patch map.
+PATCH_KEYS = ("patches", "recall")
 SCALES = ("mean", "sum")
 
 
@@ -82,9 +93,18 @@ class RepresentationState:
         model: A :class:`world_model.GQN` (used in eval mode, without gradients).
         num_scenes: How many scenes to track (sub-envs).
         device: Where to run the encoder.
+        patches: Keep the latest frame's per-patch map (the ``patches`` key).
+        recall: Keep every frame's per-patch map and viewpoint for :meth:`recall` (the ``recall`` key).
     """
 
-    def __init__(self, model: Any, num_scenes: int, device: str | torch.device = "cpu", patches: bool = False) -> None:
+    def __init__(
+        self,
+        model: Any,
+        num_scenes: int,
+        device: str | torch.device = "cpu",
+        patches: bool = False,
+        recall: bool = False,
+    ) -> None:
         self.model = model.eval().to(device)
         self.device = torch.device(device)
         self.config = model.config
@@ -93,17 +113,20 @@ class RepresentationState:
         self.last = np.zeros_like(self.sums)  # (N, C, h, w): the latest frame's encoding per scene
         # The latest frame's per-patch features, (N, c, g, g), when asked for (patch representation only).
         self.patches: np.ndarray | None = None
-        if patches:
+        if patches or recall:
             if not hasattr(model.representation, "patch_map"):
                 raise ValueError(
-                    f"The 'patches' observation needs a model with the 'patch' representation network, "
-                    f"this one has {model.config.representation!r}"
+                    f"The {'patches' if patches else 'recall'!r} observation needs a model with the 'patch' "
+                    f"representation network, this one has {model.config.representation!r}"
                 )
             g = model.representation.grid
             self.patches = np.zeros((num_scenes, self.config.tower_channels, g, g), dtype=np.float32)
         # Models that render from the nearest context view: each scene's frames, (S, S, 3) uint8 and (D,).
         self.keep_frames = model.uses_view
         self.frames: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(num_scenes)]
+        # For recall: each scene's per-frame viewpoints (T, D) and per-patch maps (T, c, g, g) of the episode.
+        self.keep_recall = recall
+        self.memory: list[tuple[list[np.ndarray], list[np.ndarray]]] = [([], []) for _ in range(num_scenes)]
 
     @property
     def size(self) -> int:
@@ -170,6 +193,9 @@ class RepresentationState:
         self.last[slots] = r
         if self.patches is not None:
             self.patches[slots] = patches
+        if self.keep_recall:
+            for i, slot in enumerate(slots):
+                self._memorise(int(slot), viewpoints[i], patches[i], reset is not None and bool(reset[i]))
         if self.keep_frames:
             for i, slot in enumerate(slots):
                 self._remember(int(slot), images[i], viewpoints[i], reset is not None and bool(reset[i]))
@@ -188,17 +214,50 @@ class RepresentationState:
         self.last[slot] = r
         if self.patches is not None:
             self.patches[slot] = patches[0]
+        if self.keep_recall:
+            self._memorise(slot, viewpoints[0], patches[0], reset)
         if self.keep_frames:
             self._remember(slot, images[0], viewpoints[0], reset)
 
     def reencode(self, slot: int, images: np.ndarray, viewpoints: np.ndarray) -> None:
         """Rebuild one slot from its whole episode ``(T, H, W, 3)`` with the current weights (one forward pass)."""
-        r, patches = self._encode(*self._prepare(images, viewpoints))  # (T, C, h, w)
+        images, viewpoints = self._prepare(images, viewpoints)
+        r, patches = self._encode(images, viewpoints)  # (T, C, h, w)
         self.sums[slot] = r.sum(axis=0)
         self.counts[slot] = len(r)
         self.last[slot] = r[-1]
         if self.patches is not None:
             self.patches[slot] = patches[-1]
+        if self.keep_recall:
+            self.memory[slot] = (list(viewpoints), list(patches))
+
+    def _memorise(self, slot: int, viewpoint: np.ndarray, patches: np.ndarray, reset: bool) -> None:
+        seen, maps = self.memory[slot]
+        if reset:
+            seen.clear()
+            maps.clear()
+        seen.append(viewpoint)
+        maps.append(patches)
+
+    def recall(self, slot: int) -> np.ndarray:
+        """The ``recall`` observation of one slot: ``(len(RECALL_TURNS) * c, g, g)``.
+
+        Queries are the latest viewpoint with its heading turned by each of
+        :data:`RECALL_TURNS`; each answer is the per-patch map of the episode's
+        frame with the nearest viewpoint (Euclidean, as the generator's nearest view).
+        """
+        seen, maps = self.memory[slot]
+        if not seen:
+            raise RuntimeError(f"Scene {slot} has no frames yet")
+        viewpoints = np.stack(seen)  # (T, D)
+        current = viewpoints[-1]
+        cos, sin = current[3], current[4]  # heading (viewpoint convention: gqn_env/envs/viewpoint.py)
+        queries = np.repeat(current[None], len(RECALL_TURNS), axis=0)
+        for i, turn in enumerate(RECALL_TURNS):
+            queries[i, 3] = cos * math.cos(turn) - sin * math.sin(turn)
+            queries[i, 4] = sin * math.cos(turn) + cos * math.sin(turn)
+        nearest = ((viewpoints[None] - queries[:, None]) ** 2).sum(axis=-1).argmin(axis=1)  # (Q,)
+        return np.concatenate([maps[i] for i in nearest], axis=0)
 
     def _remember(self, slot: int, image: np.ndarray, viewpoint: np.ndarray, reset: bool) -> None:
         if reset:
@@ -228,12 +287,15 @@ class RepresentationState:
     def observations(self, slots: np.ndarray, scale: str) -> dict[str, np.ndarray]:
         """The model's observation keys for the given slots.
 
-        ``representation`` and ``view``, ``(N, size)`` each, and ``patches`` ``(N, c, g, g)`` when kept.
+        ``representation`` and ``view``, ``(N, size)`` each, ``patches`` ``(N, c, g, g)`` and
+        ``recall`` ``(N, 3c, g, g)`` when kept.
         """
         slots = np.asarray(slots)
         out = {"representation": self.observation(slots, scale), "view": self.last[slots].reshape(len(slots), -1)}
         if self.patches is not None:
             out["patches"] = self.patches[slots].copy()
+        if self.keep_recall:
+            out["recall"] = np.stack([self.recall(int(slot)) for slot in slots])
         return out
 
     @torch.inference_mode()
@@ -266,7 +328,9 @@ def _obs_space(env_space: spaces.Dict, state: RepresentationState, obs_keys: Seq
         "image": env_space["image"],
     }
     if state.patches is not None:
-        parts["patches"] = spaces.Box(-np.inf, np.inf, state.patches.shape[1:], dtype=np.float32)
+        c, g, _ = state.patches.shape[1:]
+        parts["patches"] = spaces.Box(-np.inf, np.inf, (c, g, g), dtype=np.float32)
+        parts["recall"] = spaces.Box(-np.inf, np.inf, (len(RECALL_TURNS) * c, g, g), dtype=np.float32)
     return spaces.Dict({k: parts[k] for k in obs_keys})
 
 
@@ -298,11 +362,12 @@ def check_options(obs_keys: Sequence[str], scale: str, model: Any = None) -> tup
         raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
     if model is not None:
         check_model(model)
-        if "patches" in keys and not hasattr(model.representation, "patch_map"):
-            raise ValueError(
-                f"The 'patches' observation needs a model with the 'patch' representation network, "
-                f"this one has {model.config.representation!r}"
-            )
+        for key in set(keys) & set(PATCH_KEYS):
+            if not hasattr(model.representation, "patch_map"):
+                raise ValueError(
+                    f"The {key!r} observation needs a model with the 'patch' representation network, "
+                    f"this one has {model.config.representation!r}"
+                )
     return keys
 
 
@@ -344,7 +409,9 @@ class GQNRepresentation(gym.Wrapper):
         self.obs_keys = _check_args(env.observation_space, obs_keys, scale, model)
         self.scale = scale
         self.emit_frames = emit_frames
-        self.state = RepresentationState(model, 1, device, patches="patches" in self.obs_keys)
+        self.state = RepresentationState(
+            model, 1, device, patches=bool(set(PATCH_KEYS) & set(self.obs_keys)), recall="recall" in self.obs_keys
+        )
         self.observation_space = _obs_space(env.observation_space, self.state, self.obs_keys)
         self._last_obs: dict[str, np.ndarray] | None = None
         self._episode_images: list[np.ndarray] = []
@@ -478,7 +545,13 @@ class GQNRepresentationVector(gym.vector.VectorWrapper):
             raise ValueError(f"GQNRepresentationVector needs autoreset_mode NEXT_STEP, got {mode}")
         self.obs_keys = _check_args(env.single_observation_space, obs_keys, scale, model)
         self.scale = scale
-        self.state = RepresentationState(model, env.num_envs, device, patches="patches" in self.obs_keys)
+        self.state = RepresentationState(
+            model,
+            env.num_envs,
+            device,
+            patches=bool(set(PATCH_KEYS) & set(self.obs_keys)),
+            recall="recall" in self.obs_keys,
+        )
         self.single_observation_space = _obs_space(env.single_observation_space, self.state, self.obs_keys)
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, env.num_envs)
         self._slots = np.arange(env.num_envs)

@@ -12,6 +12,7 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 from gqn_env.envs import maze_scene
+from gqn_env.envs.viewpoint import Pose
 from gqn_env.wrappers import GQNRepresentation, GQNRepresentationVector, representation
 from world_model import GQN, GQNConfig
 
@@ -219,14 +220,47 @@ def test_patches_are_the_current_frames_per_patch_features(model):
 
 def test_patches_need_a_patch_representation():
     tower = GQN(GQNConfig.tiny().replace(representation="pool"))
-    with pytest.raises(ValueError, match="patch"):
-        make(tower, obs_keys=("patches",))
+    for key in ("patches", "recall"):
+        with pytest.raises(ValueError, match=f"'{key}' observation needs a model with the 'patch'"):
+            make(tower, obs_keys=(key,))
+
+
+def _viewpoint(yaw, x=0.0):
+    return np.array([x, 0.0, 0.0, np.cos(yaw), np.sin(yaw), 1.0, 0.0], dtype=np.float32)
+
+
+def test_recall_returns_the_maps_of_the_frames_seen_left_behind_and_right(model):
+    """Frames facing four ways from one spot: each recall query finds the frame that faced its way."""
+    state = representation.RepresentationState(model, 1, recall=True)
+    rng = np.random.default_rng(0)
+    size = model.config.image_size
+    images = rng.integers(0, 256, (5, size, size, 3), dtype=np.uint8)
+    # Facing +90, 180, -90 and 0 degrees, then 0 degrees again a little further on (the current frame).
+    yaws = [np.pi / 2, np.pi, -np.pi / 2, 0.0, 0.0]
+    for i, yaw in enumerate(yaws):
+        state.add_one(0, images[i], _viewpoint(yaw, x=0.05 * (i == 4)), reset=i == 0)
+    with torch.no_grad():
+        x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+        per_frame = model.representation.patch_map(x).permute(0, 3, 1, 2).numpy()  # (5, c, g, g)
+    c = per_frame.shape[1]
+    recalled = state.recall(0)
+    assert recalled.shape == (len(representation.RECALL_TURNS) * c, *per_frame.shape[2:])
+    for i, frame in enumerate((0, 1, 2)):  # left = the +90 frame, behind = 180, right = -90
+        np.testing.assert_allclose(recalled[i * c : (i + 1) * c], per_frame[frame], rtol=1e-4, atol=1e-5)
+    # Turning the current heading by 90 degrees turns what is left, behind and right of it.
+    state.add_one(0, images[0], _viewpoint(np.pi / 2, x=0.05), reset=False)
+    turned = state.recall(0)
+    np.testing.assert_allclose(turned[:c], per_frame[1], rtol=1e-4, atol=1e-5)  # left of +90 is 180
+    np.testing.assert_allclose(turned[2 * c :], per_frame[4], rtol=1e-4, atol=1e-5)  # right of +90: 0, at x=0.05
+    # A new episode forgets: with one frame, every query answers with it.
+    state.add_one(0, images[4], _viewpoint(0.0), reset=True)
+    np.testing.assert_allclose(state.recall(0), np.concatenate([per_frame[4]] * 3), rtol=1e-4, atol=1e-5)
 
 
 def test_batched_vector_wrapper_matches_single_envs(model):
     n = 2
     envs = gym.vector.SyncVectorEnv([lambda: gym.make("GQNMazeScene-v0", image_size=16, **SCENE) for _ in range(n)])
-    keys = ("representation", "view", "patches", "viewpoint")
+    keys = ("representation", "view", "patches", "recall", "viewpoint")
     vec = GQNRepresentationVector(envs, model, obs_keys=keys)
     singles = [
         GQNRepresentation(gym.make("GQNMazeScene-v0", image_size=16, **SCENE).unwrapped, model, obs_keys=keys)
@@ -237,7 +271,7 @@ def test_batched_vector_wrapper_matches_single_envs(model):
         single_obs = [s.reset(seed=10 + i)[0] for i, s in enumerate(singles)]
         for step in range(4):
             for i in range(n):
-                for key in ("representation", "view", "patches"):
+                for key in ("representation", "view", "patches", "recall"):
                     np.testing.assert_allclose(obs[key][i], single_obs[i][key], rtol=1e-4, atol=1e-5)
             actions = np.array([2, step % 3])
             obs, *_ = vec.step(actions)
@@ -415,10 +449,16 @@ def test_a_view_model_imagines_from_the_episode_frame_nearest_the_pose():
     # In the env: imagine and the render panel work, and a reset forgets the last episode's frames.
     env = make(model, render_mode="rgb_array")
     try:
-        env.reset(seed=0)
+        _, info = env.reset(seed=0)
+        poses = [info["pose"]]
         for _ in range(3):
-            env.step(2)
-        assert env.unwrapped is not None and len(env.get_wrapper_attr("state").frames[0]) == 4
+            poses.append(env.step(2)[-1]["pose"])
+        scene = env.unwrapped
+        frames = env.get_wrapper_attr("state").frames[0]
+        assert len(frames) == 4  # the state holds exactly the frames seen this episode
+        for (image, viewpoint), pose in zip(frames, poses, strict=True):
+            np.testing.assert_array_equal(image, scene.render_view(pose))
+            np.testing.assert_allclose(viewpoint, scene.viewpoint(Pose.from_array(pose)), atol=1e-6)
         assert env.render().ndim == 3
         assert env.get_wrapper_attr("imagine")([1.0, 1.0, 0.0]).shape == (s, s, 3)
         env.reset(seed=1)
