@@ -13,7 +13,8 @@ file, after a warm-up that builds the envs and loads the textures. The scaling
 ratio is frames/s over the one-worker figure of the same run; the ideal is N
 while N does not exceed the CPU cores.
 
-Prints a table and writes ``benchmarks/results/collection_scaling.json``.
+Prints a table and writes ``runs/benchmarks/collection_scaling.json`` (``--save``: the
+committed ``benchmarks/results/collection_scaling.json``; ``--out PATH``: anywhere).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from agents.collectors import RandomWalker, async_scene_envs, collect_vector
-from benchmarks._common import format_table, write_json
+from benchmarks._common import add_output_options, format_table, write_json
 from world_model import StoreWriter
 
 
@@ -66,7 +67,7 @@ def main() -> None:
     parser.add_argument("--env-id", default="GQNMazeScene-S3-v0")
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=None)
+    add_output_options(parser)
     args = parser.parse_args()
 
     rows = [frames_per_second(args.env_id, n, args.image_size, args.seconds, args.seed) for n in args.workers]
@@ -76,7 +77,7 @@ def main() -> None:
         row["efficiency"] = row["scaling_vs_1"] / row["workers"]
     print(format_table(rows, ["workers", "frames", "seconds", "frames_per_s", "scaling_vs_1", "efficiency"]))
     print(f"{cores} CPU cores; AsyncVectorEnv (forkserver) -> one StoreWriter")
-    path = write_json("collection_scaling", {"args": vars(args), "cpu_count": cores, "rows": rows}, args.out)
+    path = write_json("collection_scaling", {"args": vars(args), "cpu_count": cores, "rows": rows}, args.out, args.save)
     print(f"wrote {path}")
 
 

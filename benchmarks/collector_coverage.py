@@ -6,6 +6,9 @@ Usage::
 
 Each policy walks ``--steps`` steps from ``reset(seed=s)`` for the same seeds;
 coverage (fraction of the floor seen, see ``agents/coverage.py``) is averaged.
+
+Prints a table and writes ``runs/benchmarks/collector_coverage.json`` (``--save``: the committed
+``benchmarks/results/collector_coverage.json``; ``--out PATH``: anywhere).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import numpy as np
 import gqn_env  # noqa: F401
 from agents.collectors import make_policy, walk
 from agents.coverage import coverage
-from benchmarks._common import format_table, write_json
+from benchmarks._common import add_output_options, format_table, write_json
 
 
 def main() -> None:
@@ -26,7 +29,7 @@ def main() -> None:
     parser.add_argument("--env-id", default="GQNMazeScene-S3-v0")
     parser.add_argument("--scenes", type=int, default=20)
     parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--out", default=None)
+    add_output_options(parser)
     args = parser.parse_args()
 
     env = gym.make(args.env_id, image_size=16)
@@ -50,9 +53,8 @@ def main() -> None:
     ]
     print(format_table(rows, ["policy", "coverage_mean", "coverage_std", "vs_random"]))
     print(f"{args.scenes} scenes of {args.env_id}, {args.steps} steps each")
-    print(
-        f"wrote {write_json('collector_coverage', {'args': vars(args), 'rows': rows, 'per_scene': results}, args.out)}"
-    )
+    payload = {"args": vars(args), "rows": rows, "per_scene": results}
+    print(f"wrote {write_json('collector_coverage', payload, args.out, args.save)}")
 
 
 if __name__ == "__main__":

@@ -2,11 +2,14 @@
 
 Usage::
 
-    python benchmarks/env_speed.py [--steps 2000] [--rounds 3]
+    python -m benchmarks.env_speed [--steps 2000] [--rounds 3] [--save]
 
 Each (env, image size) pair runs ``--steps`` random actions per round; rounds are
 interleaved so that machine noise hits all envs alike, and the median round is
 reported. The ratio column is ours / MiniWorld-MazeS3-v0 at the same size.
+
+Prints a table and writes ``runs/benchmarks/env_speed.json`` (``--save``: the committed
+``benchmarks/results/env_speed.json``; ``--out PATH``: anywhere).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import gymnasium as gym
 import numpy as np
 
 import gqn_env  # noqa: F401  (registers ids, headless set-up)
-from benchmarks._common import format_table, write_json
+from benchmarks._common import add_output_options, format_table, write_json
 
 
 def steps_per_second(env: gym.Env, steps: int, rng: np.random.Generator) -> float:
@@ -38,7 +41,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64])
-    parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/env_speed.json)")
+    add_output_options(parser)
     args = parser.parse_args()
 
     import miniworld  # noqa: F401  (registers MiniWorld-*)
@@ -66,6 +69,7 @@ def main() -> None:
         "env_speed",
         {"args": vars(args), "rows": rows, "samples": {f"{k[0]}@{k[1]}": v for k, v in samples.items()}},
         args.out,
+        args.save,
     )
     print(f"wrote {path}")
     for env in envs.values():

@@ -58,10 +58,10 @@ wait
 say "trained"
 
 say "evaluating on $EVAL_SCENES held-out scenes"
-$cli evaluate --device "$DEVICE" --scenes "$EVAL_SCENES" --out "$out/eval_bundled.json" >"$out/eval_bundled.log" 2>&1 &
+$cli evaluate --no-progress --device "$DEVICE" --scenes "$EVAL_SCENES" --out "$out/eval_bundled.json" >"$out/eval_bundled.log" 2>&1 &
 while read -r name _; do
     [ -z "$name" ] && continue
-    $cli evaluate --checkpoint "$out/$name.pt" --device "$DEVICE" --scenes "$EVAL_SCENES" \
+    $cli evaluate --no-progress --checkpoint "$out/$name.pt" --device "$DEVICE" --scenes "$EVAL_SCENES" \
         --out "$out/eval_$name.json" >"$out/eval_$name.log" 2>&1 &
 done <<<"$RUNS"
 wait

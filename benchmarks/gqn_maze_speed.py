@@ -8,6 +8,9 @@ Both envs are the same 3x3 maze at the world model's image size; the GQNMaze
 step also encodes the new frame and adds it to the running representation. Uses
 the bundled world model when present (else a fresh ``cpu``-preset model, which
 costs the same). Rounds are interleaved and the median is reported.
+
+Prints a table and writes ``runs/benchmarks/gqn_maze_speed.json`` (``--save``: the committed
+``benchmarks/results/gqn_maze_speed.json``; ``--out PATH``: anywhere).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import numpy as np
 import torch
 
 import gqn_env  # noqa: F401
-from benchmarks._common import format_table, write_json
+from benchmarks._common import add_output_options, format_table, write_json
 from benchmarks.env_speed import steps_per_second
 from gqn_env.envs.gqn_maze import BUNDLED_CHECKPOINT, load_world_model
 from world_model import GQN, GQNConfig
@@ -31,7 +34,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument("--out", default=None)
+    add_output_options(parser)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -60,7 +63,7 @@ def main() -> None:
     source = f"bundled {BUNDLED_CHECKPOINT.name}" if bundled else "fresh cpu preset"
     print(f"model: {source}, torch threads {torch.get_num_threads()}")
     payload = {"args": vars(args), "bundled_model": bundled, "rows": rows, "samples": samples}
-    path = write_json("gqn_maze_speed", payload, args.out)
+    path = write_json("gqn_maze_speed", payload, args.out, args.save)
     print(f"wrote {path}")
     for env in envs.values():
         env.close()

@@ -14,7 +14,8 @@ it visited) this compares the PSNR of the prior-mean prediction from
   :class:`gqn_env.wrappers.RepresentationState` renders from);
 * ``16 spread frames``: the standard evaluation's context.
 
-Prints a table and writes ``benchmarks/results/long_episode_imagination.json``.
+Prints a table and writes ``runs/benchmarks/long_episode_imagination.json`` (``--save``:
+the committed ``benchmarks/results/long_episode_imagination.json``; ``--out PATH``: anywhere).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import torch
 
 import gqn_env  # noqa: F401
 from agents.world_model_training import make_eval_scenes
-from benchmarks._common import format_table, write_json
+from benchmarks._common import add_output_options, format_table, write_json
 from gqn_env.envs.gqn_maze import load_world_model
 from world_model.evaluation import per_image_mse, per_image_psnr
 
@@ -44,7 +45,7 @@ def main() -> None:
     parser.add_argument("--scenes", type=int, default=30)
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--env-id", default="GQNMazeScene-S3-v0")
-    parser.add_argument("--out", default=None)
+    add_output_options(parser)
     args = parser.parse_args()
 
     model = load_world_model(args.checkpoint)
@@ -75,7 +76,8 @@ def main() -> None:
     rows = [{"context": name, "psnr_db": float(np.concatenate(v).mean())} for name, v in scores.items()]
     print(format_table(rows, ["context", "psnr_db"]))
     print(f"{args.scenes} held-out scenes, {args.steps}-step walks, context_max {k}")
-    path = write_json("long_episode_imagination", {"args": vars(args), "context_max": k, "rows": rows}, args.out)
+    payload = {"args": vars(args), "context_max": k, "rows": rows}
+    path = write_json("long_episode_imagination", payload, args.out, args.save)
     print(f"wrote {path}")
 
 

@@ -12,7 +12,8 @@ when the matmul figures of one run disagree).
     python -m benchmarks.model_speed --only cpu tiny --steps 5
     python -m benchmarks.model_speed --threads 2 --out /tmp/speed.json
 
-Prints a table and writes ``benchmarks/results/model_speed.json``.
+Prints a table and writes ``runs/benchmarks/model_speed.json`` (``--save``: the committed
+``benchmarks/results/model_speed.json``; ``--out PATH``: anywhere).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks._common import format_table, write_json
+from benchmarks._common import add_output_options, format_table, write_json
 from world_model import GQN, GQNConfig
 from world_model.model import forward_batch
 
@@ -127,7 +128,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6, help="timed steps per candidate (median reported)")
     parser.add_argument("--context", type=int, default=6, help="context views K per query")
     parser.add_argument("--only", nargs="*", default=None, help="candidate names (or preset names) to run")
-    parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/model_speed.json)")
+    add_output_options(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     table = candidates()
@@ -161,6 +162,7 @@ def main() -> None:
             "rows": rows,
         },
         args.out,
+        args.save,
     )
     print(f"wrote {path}")
 

@@ -25,28 +25,26 @@ Reports, in one run:
   (b) the context view nearest to the query viewpoint, (c) the same model given
   another scene's context.
 
-Prints a table and writes ``benchmarks/results/world_model_<preset>.json``.
+Prints a table and writes ``runs/benchmarks/world_model_<preset>.json`` (``--save``: the
+committed ``benchmarks/results/world_model_<preset>.json``; ``--out PATH``: anywhere).
 """
 
 from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
-import gymnasium as gym
 import numpy as np
 import torch
 import torch.distributed as dist
 
-import gqn_env  # noqa: F401
-from agents.world_model_training import OnlineSchedule, make_eval_scenes, train_online
-from benchmarks._common import format_table, write_json
+from agents.training_loop import Hook, TrainingLoop
+from agents.world_model_training import RunConfig, train
+from benchmarks._common import add_output_options, format_table, write_json
 from benchmarks.model_speed import step_flops
-from gqn_env.cli import config_from_args
-from world_model import Trainer, evaluate
+from world_model import Trainer
 from world_model.data import SceneBuffer
-from world_model.distributed import DistributedTrainer, scenes_per_rank, sum_over_ranks, torchrun_group
+from world_model.distributed import sum_over_ranks
 from world_model.evaluation import format_table as format_eval_table
 
 
@@ -66,6 +64,15 @@ def matmul_gflops(n: int = 1024, repeats: int = 20) -> float:
         a @ b
     gflops = 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
     return sum_over_ranks(gflops) if dist.is_initialized() else gflops
+
+
+class MatmulPeak(Hook):
+    """Measures :func:`matmul_gflops` once the run's threads and process group are set up."""
+
+    gflops = float("nan")
+
+    def on_start(self, loop: TrainingLoop) -> None:
+        self.gflops = matmul_gflops()
 
 
 def train_step_flops(trainer: Trainer, buffer: SceneBuffer, world: int = 1) -> float:
@@ -90,55 +97,40 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true", help="continue from --checkpoint")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=None)
+    add_output_options(parser)
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    with torchrun_group("gloo") as (rank, world, _):
-        run(args, rank, world)
-
-
-def run(args: argparse.Namespace, rank: int, world: int) -> None:
-    """Train, then (rank 0) evaluate and report."""
-    peak = matmul_gflops()
-    config = config_from_args(args.preset, args.anneal_steps, args.set)
-    schedule = OnlineSchedule(env_id=args.env_id, warmup_scenes=args.warmup_scenes)
-    buffer = SceneBuffer(
-        image_size=config.image_size, max_scenes=scenes_per_rank(schedule.max_scenes, world), seed=rank
-    )
-    ckpt = Path(args.checkpoint) if args.checkpoint else None
-    trainer_cls = DistributedTrainer if world > 1 else Trainer
-    if args.resume and ckpt and ckpt.exists():
-        trainer = trainer_cls.load(ckpt, buffer)
-    else:
-        trainer = trainer_cls(config, buffer)
-    config = trainer.global_config if world > 1 else trainer.model.config
-    start_step = trainer.step_count
-    summary = train_online(
-        trainer,
-        buffer,
-        schedule,
-        budget_s=args.minutes * 60,
+    run = RunConfig(
+        preset=args.preset,
+        anneal_steps=args.anneal_steps,
+        overrides=args.set,
+        minutes=args.minutes,
+        checkpoint=args.checkpoint,
+        resume=args.resume,
+        env_id=args.env_id,
+        warmup_scenes=args.warmup_scenes,
+        backend="gloo",  # the figures are CPU figures
+        threads=args.threads,
         seed=args.seed,
-        checkpoint_path=ckpt,
-        first_scene=trainer.extra.get("next_scene", 0),
-        progress=rank == 0,
+        eval_scenes=args.eval_scenes,
+        eval_context=args.context,
     )
-    if rank != 0:
-        return
-    flops = train_step_flops(trainer, buffer, world)
-    steps = trainer.step_count - start_step
+    peak = MatmulPeak()
+    loop = train(run, hooks=[peak])
+    if loop.rank == 0:
+        report(args, loop, peak.gflops)
+
+
+def report(args: argparse.Namespace, loop: TrainingLoop, peak: float) -> None:
+    """Print the throughput and held-out tables; write the JSON results."""
+    config, summary, results = loop.config, loop.summary, loop.summary["evaluation"]
+    flops = train_step_flops(loop.trainer, loop.buffer, loop.world)
+    steps = summary["steps"]
     queries_per_s = steps * config.batch_size / summary["train_seconds"]
     achieved = flops * steps / summary["train_seconds"] / 1e9
-
-    env = gym.make(args.env_id, image_size=config.image_size)
-    scenes = [s.as_dict() for s in make_eval_scenes(env, args.eval_scenes, num_context=args.context)]
-    env.close()
-    results = evaluate(trainer.model, scenes, mean_image=buffer.mean_image())
     print(format_eval_table(results))
 
     rows = [
-        {"metric": "processes x threads", "value": f"{world} x {torch.get_num_threads()}"},
+        {"metric": "processes x threads", "value": f"{loop.world} x {torch.get_num_threads()}"},
         {"metric": "train steps", "value": steps},
         {"metric": "scenes collected", "value": summary["scenes_collected"]},
         {"metric": "queries/s (training)", "value": queries_per_s},
@@ -154,11 +146,12 @@ def run(args: argparse.Namespace, rank: int, world: int) -> None:
         {
             "args": vars(args),
             "config": config.to_dict(),
-            "training": {k: v for k, v in summary.items() if k != "last"},
+            "training": {k: v for k, v in summary.items() if k not in ("last", "evaluation")},
             "throughput": {r["metric"]: r["value"] for r in rows},
             "evaluation": results,
         },
         args.out,
+        args.save,
     )
     print(f"wrote {path}")
 

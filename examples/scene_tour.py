@@ -3,43 +3,29 @@
 Usage::
 
     python examples/scene_tour.py [--seed 0] [--out outputs/scene_tour]
+    gqn-gym tour ...   (the same, with more options)
 """
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import gymnasium as gym
-import imageio.v3 as iio
-import numpy as np
 
 import gqn_env  # noqa: F401  (registers the ids)
+from gqn_env.wrappers.imagination import scene_tour
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--env-id", default="GQNMazeScene-S3-v0")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--frames", type=int, default=8)
-    parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--out", type=Path, default=Path("outputs/scene_tour"))
+    parser.add_argument("--out", default="outputs/scene_tour")
     args = parser.parse_args()
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    env = gym.make(args.env_id, image_size=args.image_size, map_size=256)
-    scene = env.unwrapped
-    obs, info = env.reset(seed=args.seed)
-    rng = np.random.default_rng(args.seed)
-    frames = [obs["image"]]
-    for _ in range(args.frames - 1):
-        frames.append(scene.render_view(scene.sample_free_pose(rng)))
-    strip = np.concatenate(frames, axis=1)  # (H, frames * W, 3)
-    iio.imwrite(args.out / "views.png", strip)
-    iio.imwrite(args.out / "map.png", scene.render_map())
+    env = gym.make("GQNMazeScene-S3-v0", image_size=64, map_size=256)
+    tour = scene_tour(env, seed=args.seed, frames=8, out=args.out)
     env.close()
-    print(f"start pose [x, z, yaw, pitch] = {np.round(info['pose'], 3).tolist()}")
-    print(f"wrote {args.out / 'views.png'} ({len(frames)} views) and {args.out / 'map.png'}")
+    print(f"start pose {tour['pose'].round(3).tolist()}; wrote {tour['views']} and {tour['map']}")
 
 
 if __name__ == "__main__":

@@ -17,28 +17,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
-from typing import Any
-
-
-def config_from_args(preset: Any, anneal_steps: int | None, overrides: list[str] | None):
-    """A :class:`world_model.GQNConfig` with ``--anneal-steps`` and ``--set FIELD=VALUE`` applied.
-
-    ``preset`` is a preset's name or a config (a resumed checkpoint's). A bad ``--set``
-    item exits with a message naming it (shared by ``gqn-gym train`` and
-    ``benchmarks.world_model``).
-    """
-    from world_model import GQNConfig
-
-    config = GQNConfig.preset(preset) if isinstance(preset, str) else preset
-    if anneal_steps:
-        config = config.with_anneal_steps(anneal_steps)
-    try:
-        return config.with_overrides(overrides or [])
-    except ValueError as e:
-        raise SystemExit(f"--set: {e}") from None
 
 
 def _collect(args: argparse.Namespace) -> None:
@@ -81,106 +61,40 @@ def _collect(args: argparse.Namespace) -> None:
 
 def _train(args: argparse.Namespace) -> None:
     """Train online or from a store; under torchrun, data-parallel with one process per rank."""
-    from world_model.distributed import torchrun_group
+    from agents.world_model_training import RunConfig, TrainingRunError, train
 
-    with torchrun_group() as (rank, world, device):
-        if device is not None:
-            args.device = device
-        _train_process(args, rank, world)
-
-
-def train_threads(requested: int | None, preset: str, world: int) -> int:
-    """Torch threads for one training process.
-
-    ``requested`` wins. Otherwise: 1 for the ``tiny`` preset, whose small matrix
-    products lose more to thread handoffs than they gain (measured: 30 ms a step
-    with one thread against 217 ms with two while another process was busy), and
-    for several processes (each rank gets a core); the machine's cores for one
-    process of a larger preset.
-    """
-    if requested is not None:
-        if requested < 1:
-            raise SystemExit(f"--threads must be >= 1, got {requested}")
-        return requested
-    if preset == "tiny" or world > 1:
-        return 1
-    return max(1, os.cpu_count() or 1)
-
-
-def _train_process(args: argparse.Namespace, rank: int, world: int) -> None:
-    import torch
-
-    from agents.world_model_training import OnlineSchedule, train_online
-    from world_model import CheckpointError, GQNConfig, Trainer, load_checkpoint
-    from world_model.checkpoint import check_compatible
-    from world_model.data import SceneBuffer
-    from world_model.distributed import DistributedTrainer, scenes_per_rank
-
-    torch.set_num_threads(train_threads(args.threads, args.preset, world))
-
-    ckpt = Path(args.checkpoint)
-    resume = args.resume and ckpt.exists()
-    if resume:  # the checkpoint's config; --set/--anneal-steps may change its schedules, not its architecture
-        data = load_checkpoint(ckpt)
-        saved = GQNConfig.from_dict(data["config"])
-        config = config_from_args(saved, args.anneal_steps, args.set)
-        try:
-            check_compatible(data, config, ckpt)
-        except CheckpointError as e:
-            raise SystemExit(f"--set: a resumed run keeps its checkpoint's architecture; {e}") from None
-    else:
-        config = config_from_args(args.preset, args.anneal_steps, args.set)
-    schedule = OnlineSchedule(
-        env_id=args.env_id,
-        policy=args.policy,
-        max_scenes=args.max_scenes,
-        warmup_scenes=args.warmup_scenes,
-        checkpoint_every_s=args.checkpoint_every,
-    )
-    max_scenes = scenes_per_rank(args.max_scenes, world)
-    if args.store:
-        from world_model.store import SceneStore
-
-        stores = [SceneStore(path) for path in args.store]
-        buffer = SceneBuffer(stores[0].image_size, stores[0].viewpoint_dim, max_scenes=max_scenes, seed=rank)
-        for store in stores:  # each rank its scenes; a store unlike the first raises a clear ValueError
-            try:
-                store.load_into(buffer, shard=(rank, world) if world > 1 else None)
-            except ValueError as e:
-                raise SystemExit(str(e)) from None
-        if buffer.image_size != config.image_size:
-            raise SystemExit(
-                f"{args.store[0]} holds {buffer.image_size}px frames; the model takes {config.image_size}px"
-            )
-        schedule.warmup_scenes = 0
-        if args.offline:
-            schedule.collect_every = 1 << 62  # never collect: train on the store only
-    else:
-        buffer = SceneBuffer(image_size=config.image_size, max_scenes=max_scenes, seed=rank)
-    cls = DistributedTrainer if world > 1 else Trainer
-    if resume:
-        trainer = cls.load(ckpt, buffer, device=args.device, log_dir=args.log_dir, config=config)
-        if rank == 0:
-            print(f"resuming from {ckpt} at step {trainer.step_count}")
-            if config != saved:
-                before = saved.to_dict()
-                print(f"with changed settings { {k: v for k, v in config.to_dict().items() if before[k] != v} }")
-    else:
-        trainer = cls(config, buffer, device=args.device, log_dir=args.log_dir)
-    summary = train_online(
-        trainer,
-        buffer,
-        schedule,
-        budget_s=args.minutes * 60 if args.minutes else None,
-        max_steps=args.steps,
-        seed=args.seed,
-        checkpoint_path=ckpt,
-        first_scene=trainer.extra.get("next_scene", 0),
-        progress=not args.no_progress,
-    )
-    if rank == 0:
-        print(json.dumps({"processes": world, **{k: v for k, v in summary.items() if k != "last"}}, indent=2))
-        print(f"checkpoint: {ckpt}")
+    try:
+        run = RunConfig(
+            preset=args.preset,
+            anneal_steps=args.anneal_steps,
+            overrides=args.set,
+            minutes=args.minutes,
+            steps=args.steps,
+            checkpoint=args.checkpoint,
+            resume=args.resume,
+            checkpoint_every_s=args.checkpoint_every,
+            stores=args.store or [],
+            online=not args.offline,
+            env_id=args.env_id,
+            policy=args.policy,
+            warmup_scenes=args.warmup_scenes,
+            max_scenes=args.max_scenes,
+            device=args.device,
+            backend=args.backend,
+            threads=args.threads,
+            seed=args.seed,
+            log_dir=args.log_dir,
+            progress=not args.no_progress,
+        )
+    except ValueError as e:  # settings that contradict each other
+        raise SystemExit(f"gqn-gym train: {e}") from None
+    try:
+        loop = train(run)
+    except TrainingRunError as e:
+        raise SystemExit(f"gqn-gym train: {e}") from None
+    if loop.rank == 0:
+        print(json.dumps({"processes": loop.world, **{k: v for k, v in loop.summary.items() if k != "last"}}, indent=2))
+        print(f"checkpoint: {run.checkpoint}")
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -206,11 +120,16 @@ def _evaluate(args: argparse.Namespace) -> None:
     saved = load_checkpoint(path)  # its step and mean image; load_world_model keeps only the model
     if int(saved.get("step", 0)) == 0:
         print(f"warning: {path} was saved at step 0: an untrained model", file=sys.stderr)
+    progress = not args.no_progress
     env = gym.make(args.env_id, image_size=model.config.image_size)
-    scenes = [s.as_dict() for s in make_eval_scenes(env, args.scenes, num_context=args.context)]
+    scenes = [s.as_dict() for s in make_eval_scenes(env, args.scenes, num_context=args.context, progress=progress)]
     mean_image = saved.get("extra", {}).get("mean_image")
-    mean_image = mean_image.numpy() if mean_image is not None else _mean_training_image(env, model.config.image_size)
-    results = evaluate(model, scenes, mean_image=mean_image, device=args.device)
+    if mean_image is not None:
+        mean_image = mean_image.numpy()
+    else:
+        mean_image = _mean_training_image(env, model.config.image_size, progress=progress)
+    env.close()
+    results = evaluate(model, scenes, mean_image=mean_image, device=args.device, progress=progress)
     print(format_table(results))
     if args.out:
         from world_model.atomic import atomic_path
@@ -219,7 +138,7 @@ def _evaluate(args: argparse.Namespace) -> None:
             tmp.write_text(json.dumps(results, indent=2))
 
 
-def _mean_training_image(env, image_size: int, scenes: int = 50):
+def _mean_training_image(env, image_size: int, scenes: int = 50, progress: bool = False):
     import numpy as np
 
     from agents.collectors import collect, make_policy
@@ -227,7 +146,10 @@ def _mean_training_image(env, image_size: int, scenes: int = 50):
     from world_model.data import SceneBuffer
 
     buffer = SceneBuffer(image_size=image_size, max_scenes=scenes)
-    collect(env, buffer, training_seeds(0, 0, scenes), 216, make_policy("random", np.random.default_rng(0)), 4)
+    walker = make_policy("random", np.random.default_rng(0))
+    if progress:
+        print("no mean image in the checkpoint: collecting training scenes for it", file=sys.stderr)
+    collect(env, buffer, training_seeds(0, 0, scenes), 216, walker, 4, progress=progress)
     return buffer.mean_image()
 
 
@@ -238,20 +160,61 @@ def _export(args: argparse.Namespace) -> None:
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
 
 
-def _run_example(name: str, argv: list[str]) -> None:
-    import runpy
+def _imagine(args: argparse.Namespace) -> None:
+    import gymnasium as gym
+    import numpy as np
 
-    script = Path(__file__).resolve().parent.parent / "examples" / f"{name}.py"
-    if not script.exists():
-        raise SystemExit(f"{script} not found: the examples ship with the source checkout")
-    sys.argv = [str(script), *argv]
-    runpy.run_path(str(script), run_name="__main__")
+    import gqn_env  # noqa: F401  (registers GQNMaze-v0)
+    from agents.collectors import make_policy
+    from gqn_env.wrappers.imagination import rollout_imagination
+
+    kwargs = {"checkpoint": args.checkpoint} if args.checkpoint else {}
+    env = gym.make(args.env_id, render_mode="rgb_array", map_size=192, **kwargs)
+    policy = make_policy(args.policy, np.random.default_rng(args.seed))
+    files = rollout_imagination(env, policy, args.steps, args.seed, args.out, args.fps, args.unvisited)
+    env.close()
+    print(f"{files.frames} frames: {files.video}")
+    print(f"GIF: {files.gif}")
+    print(f"unvisited poses ({files.unvisited}): {files.panel}")
+
+
+def _tour(args: argparse.Namespace) -> None:
+    import gymnasium as gym
+    import numpy as np
+
+    import gqn_env  # noqa: F401  (registers the ids)
+    from gqn_env.wrappers.imagination import scene_tour
+
+    env = gym.make(args.env_id, image_size=args.image_size, map_size=256)
+    tour = scene_tour(env, args.seed, args.frames, args.out)
+    env.close()
+    print(f"start pose [x, z, yaw, pitch] = {np.round(tour['pose'], 3).tolist()}")
+    print(f"wrote {tour['views']} ({args.frames} views) and {tour['map']}")
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keeps the description's line breaks and shows every option's default."""
+
+
+IMAGINE_HELP = """Watch what the GQN world model imagines while an agent walks through a maze.
+
+Rolls out an exploring agent in a GQNMaze env (GQNMaze-S3-v0 by default; the
+bundled world model unless --checkpoint is given) and writes:
+
+* imagination.mp4 and imagination.gif: each frame shows the true view, the
+  view the model imagines for the same pose from the frames seen so far, and the map;
+* unvisited.png: true and imagined views from poses the agent never stood near."""
+
+
+def plain_text(rst: str) -> str:
+    """A reStructuredText docstring as plain text for ``--help``: no ````literal```` quotes or ``::`` markers."""
+    return rst.replace("``", "").replace("::\n", ":\n")
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``gqn-gym`` and ``python -m gqn_env.cli``."""
     parser = argparse.ArgumentParser(
-        prog="gqn-gym", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="gqn-gym", description=plain_text(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -284,7 +247,12 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="torch threads per process (default: 1 for tiny or torchrun, else all)",
     )
-    p.add_argument("--minutes", type=float, default=None, help="wall-clock budget")
+    p.add_argument(
+        "--minutes",
+        type=float,
+        default=None,
+        help="wall-clock budget once the model is built; warm-up and collection included",
+    )
     p.add_argument("--steps", type=int, default=None, help="stop at this many gradient steps")
     p.add_argument("--anneal-steps", type=int, default=None, help="length of the sigma/lr annealing")
     p.add_argument(
@@ -299,6 +267,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-scenes", type=int, default=4000)
     p.add_argument("--warmup-scenes", type=int, default=400, help="scenes collected before the first step")
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--backend", choices=["gloo", "nccl"], default=None, help="under torchrun (default: nccl with CUDA, else gloo)"
+    )
     p.add_argument("--log-dir", default=None, help="TensorBoard directory")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--seed", type=int, default=0)
@@ -313,6 +284,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--context", type=int, default=16)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default=None, help="JSON file for the results")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("export", help="strip optimizer state from a checkpoint, for acting (e.g. bundling)")
@@ -320,22 +292,45 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("out")
     p.set_defaults(func=_export)
 
+    minimums = {}  # per command: option -> least value, checked after parsing
     for name, help_text in (
         ("imagine", "roll out an agent in GQNMaze and write the imagination video"),
-        ("demo", "the README's demo"),
-        ("tour", "render frames and the top-down map of a scene"),
+        ("demo", "the README's demo: the bundled model, a rollout, a video"),
     ):
-        sub.add_parser(name, help=help_text, add_help=False)
+        p = sub.add_parser(name, help=help_text, description=IMAGINE_HELP, formatter_class=_HelpFormatter)
+        p.add_argument("--env-id", default="GQNMaze-S3-v0", help="a GQNMaze id")
+        p.add_argument("--checkpoint", default=None, help="a world-model checkpoint; without it, the bundled model")
+        p.add_argument("--steps", type=int, default=150, help="agent steps to roll out (>= 1)")
+        p.add_argument("--seed", type=int, default=0, help="scene and policy seed")
+        p.add_argument("--policy", choices=["random", "explorer"], default="explorer", help="the walking agent")
+        p.add_argument("--fps", type=int, default=10, help="frames per second of the video (>= 1)")
+        p.add_argument("--unvisited", type=int, default=6, help="imagined views from unvisited poses (>= 0)")
+        p.add_argument("--out", type=Path, default=Path("outputs/imagine"), help="output folder")
+        p.set_defaults(func=_imagine)
+        minimums[name] = (p, {"steps": 1, "fps": 1, "unvisited": 0})
 
-    args, rest = parser.parse_known_args(argv)
-    if args.command in ("imagine", "demo"):
-        _run_example("imagine", rest)
-    elif args.command == "tour":
-        _run_example("scene_tour", rest)
-    else:
-        if rest:
-            parser.error(f"unrecognized arguments: {' '.join(rest)}")
-        args.func(args)
+    p = sub.add_parser(
+        "tour",
+        help="render frames and the top-down map of a scene",
+        description="Render a GQN maze scene: a few egocentric frames and the top-down map, as PNG files.",
+        formatter_class=_HelpFormatter,
+    )
+    p.add_argument("--env-id", default="GQNMazeScene-S3-v0", help="a GQNMazeScene id")
+    p.add_argument("--seed", type=int, default=0, help="scene seed")
+    p.add_argument("--frames", type=int, default=8, help="egocentric views to render (>= 1)")
+    p.add_argument("--image-size", type=int, default=64, help="side of each view in pixels")
+    p.add_argument("--out", type=Path, default=Path("outputs/scene_tour"), help="output folder")
+    p.set_defaults(func=_tour)
+    minimums["tour"] = (p, {"frames": 1})
+
+    args = parser.parse_args(argv)
+    command_parser, least = minimums.get(args.command, (None, {}))
+    for name, low in least.items():
+        if getattr(args, name) < low:
+            command_parser.exit(
+                2, f"{command_parser.prog}: error: --{name} must be >= {low}, got {getattr(args, name)}\n"
+            )
+    args.func(args)
 
 
 if __name__ == "__main__":

@@ -172,10 +172,86 @@ def test_evaluate_refuses_bad_arguments_in_one_line(tmp_path, args, message):
 
 
 def test_train_threads_default_to_one_for_tiny_models_and_ranks():
-    from gqn_env.cli import train_threads
+    from agents.world_model_training import train_threads
 
     assert train_threads(None, "tiny", 1) == 1
     assert train_threads(None, "cpu", 2) == 1  # one core per torchrun rank
     assert train_threads(3, "tiny", 1) == 3
-    with pytest.raises(SystemExit, match="--threads"):
+    with pytest.raises(ValueError, match="--threads"):
         train_threads(0, "cpu", 1)
+
+
+HEAVY_MODULES = ("torch", "miniworld", "pyglet.gl", "imageio", "agents.collectors")
+
+
+@pytest.mark.parametrize("command", ["imagine", "demo", "tour"])
+def test_example_commands_help_is_light_names_the_command_and_shows_defaults(command):
+    code = (
+        "import sys\n"
+        "from gqn_env.cli import main\n"
+        "try:\n"
+        f"    main([{command!r}, '--help'])\n"
+        "except SystemExit as e:\n"
+        "    print('EXIT', e.code)\n"
+        f"print('HEAVY', [m for m in {HEAVY_MODULES!r} if m in sys.modules])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = result.stdout
+    assert f"usage: gqn-gym {command} [-h]" in out
+    assert "(default: outputs/" in out and "``" not in out
+    assert "EXIT 0" in out and "HEAVY []" in out  # parsed before gymnasium's scenes, torch or OpenGL load
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["imagine", "--steps", "-5"], "gqn-gym imagine: error: --steps must be >= 1, got -5"),
+        (["imagine", "--steps", "0"], "--steps must be >= 1, got 0"),
+        (["demo", "--fps", "0"], "gqn-gym demo: error: --fps must be >= 1, got 0"),
+        (["imagine", "--unvisited", "-1"], "--unvisited must be >= 0, got -1"),
+        (["tour", "--frames", "0"], "gqn-gym tour: error: --frames must be >= 1, got 0"),
+    ],
+)
+def test_bad_example_options_exit_with_one_line(argv, message, capsys):
+    from gqn_env.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.strip() == message or err.strip().endswith(message)
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_top_level_help_is_plain_text(capsys):
+    from gqn_env.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "gqn-gym evaluate" in out and "Run gqn-gym <command> --help" in out
+    assert "``" not in out and "::" not in out
+
+
+def test_write_video_refuses_a_frame_rate_of_zero(tmp_path):
+    from gqn_env.wrappers.imagination import write_video
+
+    frames = [np.zeros((16, 16, 3), np.uint8)] * 2
+    for fps in (0, -1):
+        with pytest.raises(ValueError, match="fps must be a number > 0"):
+            write_video(frames, tmp_path / "v.gif", fps=fps)
+    assert not (tmp_path / "v.gif").exists()
+
+
+@pytest.mark.slow
+def test_evaluate_reports_progress_on_stderr(capsys):
+    from gqn_env.cli import main
+
+    main(["evaluate", "--scenes", "2", "--context", "2", "--env-id", "GQNMazeScene-S2-v0"])
+    captured = capsys.readouterr()
+    assert "held-out scenes" in captured.err and "2/2" in captured.err and "evaluate" in captured.err
+    assert "shuffled" in captured.out
+    main(["evaluate", "--scenes", "2", "--context", "2", "--env-id", "GQNMazeScene-S2-v0", "--no-progress"])
+    assert "held-out scenes" not in capsys.readouterr().err

@@ -1,13 +1,11 @@
 """Scene stream for GQN training: frames grouped by scene, sampled as GQN batches.
 
-A *frame* is ``(scene_id, image, viewpoint)``: ``scene_id`` an int, ``image`` a
-``uint8`` array ``(H, W, 3)`` with ``H == W == image_size`` and ``viewpoint`` a
-``float32`` array ``(D,)`` (``D == viewpoint_dim``, 7 by default). A scene is one
-episode of one env: its frames show the same 3D maze from different poses.
+A *frame* (defined in :mod:`world_model.frames`) is ``(scene_id, image, viewpoint)``;
+a scene is one episode of one env: its frames show the same 3D maze from different poses.
 
 :class:`SceneBuffer` groups frames by scene and samples GQN batches (K context
 views plus one query view of the same scene). The on-disk store that persists
-frames is in :mod:`world_model.store`; :func:`check_frames` validates frames for both.
+frames is in :mod:`world_model.store`.
 """
 
 from __future__ import annotations
@@ -18,57 +16,10 @@ from collections import OrderedDict
 
 import numpy as np
 
+from world_model.frames import check_frame, check_frames
+from world_model.store import SceneStore
+
 __all__ = ["SceneBuffer", "check_frame", "check_frames"]
-
-_INT64_MAX = np.iinfo(np.int64).max
-
-Frames = tuple[np.ndarray, np.ndarray, np.ndarray]
-
-
-def check_frames(scene_ids: object, images: object, viewpoints: object, image_size: int, viewpoint_dim: int) -> Frames:
-    """Validate a batch of frames and return ``(int64 ids, uint8 images, float32 viewpoints)``.
-
-    Raises:
-        ValueError: naming the value received, if anything is malformed.
-    """
-    images = np.asarray(images)
-    s = image_size
-    if images.dtype != np.uint8:
-        raise ValueError(f"images must be uint8, got dtype {images.dtype}")
-    if images.ndim != 4 or images.shape[1:] != (s, s, 3):
-        raise ValueError(f"images must have shape (N, {s}, {s}, 3), got {images.shape}")
-    n = images.shape[0]
-    ids = np.asarray(scene_ids)
-    if ids.dtype.kind not in "iu" or ids.shape != (n,):
-        raise ValueError(f"scene_ids must be {n} integers, got {ids.dtype} array of shape {ids.shape}")
-    if ids.dtype.kind == "u" and n and int(ids.max()) > _INT64_MAX:
-        raise ValueError(f"scene_ids must fit in int64, got {int(ids.max())}")
-    vps = np.asarray(viewpoints)
-    if vps.dtype.kind not in "fiu":
-        raise ValueError(f"viewpoints must be real numbers, got dtype {vps.dtype}")
-    if vps.shape != (n, viewpoint_dim):
-        raise ValueError(f"viewpoints must have shape ({n}, {viewpoint_dim}), got {vps.shape}")
-    with np.errstate(over="ignore", invalid="ignore"):
-        vps32 = vps.astype(np.float32)  # values beyond float32 become inf and are rejected below
-    finite = np.isfinite(vps32).all(axis=1)
-    if not finite.all():
-        bad = int(np.argmin(finite))
-        raise ValueError(f"viewpoints must be finite in float32, got {vps[bad].tolist()} at index {bad}")
-    return ids.astype(np.int64), images, vps32
-
-
-def check_frame(scene_id: object, image: object, viewpoint: object, image_size: int, viewpoint_dim: int) -> Frames:
-    """Validate one frame; return it as a batch of one (see :func:`check_frames`)."""
-    if isinstance(scene_id, bool) or not isinstance(scene_id, int | np.integer):
-        raise ValueError(f"scene_id must be an int, got {scene_id!r} of type {type(scene_id).__name__}")
-    if not -_INT64_MAX - 1 <= int(scene_id) <= _INT64_MAX:
-        raise ValueError(f"scene_id must fit in int64, got {scene_id}")
-    image, viewpoint = np.asarray(image), np.asarray(viewpoint)
-    if image.shape != (image_size, image_size, 3):
-        raise ValueError(f"image must have shape ({image_size}, {image_size}, 3), got {image.shape}")
-    if viewpoint.shape != (viewpoint_dim,):
-        raise ValueError(f"viewpoint must have shape ({viewpoint_dim},), got {viewpoint.shape}")
-    return check_frames(np.array([scene_id], dtype=np.int64), image[None], viewpoint[None], image_size, viewpoint_dim)
 
 
 class _Scene:
@@ -314,8 +265,6 @@ class SceneBuffer:
         Returns:
             The number of frames written.
         """
-        from world_model.store import SceneStore  # the store imports this module
-
         store = SceneStore(path, self.image_size, self.viewpoint_dim, compression_level=compression_level)
         written = 0
         for sid in self.scene_ids():
@@ -334,8 +283,6 @@ class SceneBuffer:
         Raises:
             ValueError: If ``image_size``/``viewpoint_dim`` are given and differ from the store's.
         """
-        from world_model.store import SceneStore  # the store imports this module
-
         store = SceneStore(path)
         kwargs.setdefault("image_size", store.image_size)
         kwargs.setdefault("viewpoint_dim", store.viewpoint_dim)

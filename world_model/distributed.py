@@ -1,9 +1,11 @@
-r"""Data-parallel GQN training on ``torch.distributed`` (DistributedDataParallel).
+"""Data-parallel GQN training on ``torch.distributed`` (DistributedDataParallel).
 
-Run it with torchrun, one process per GPU (or per group of CPU cores)::
+:class:`DistributedTrainer` and the helpers here are what one rank needs; the
+command that runs them is ``gqn-gym train`` under torchrun (one code path for one
+process and many, :func:`agents.world_model_training.train`)::
 
-    torchrun --nproc_per_node 2 -m world_model.distributed \\
-        --store frames.gqnstore --preset cpu --steps 20000 --checkpoint runs/ddp/gqn.pt
+    torchrun --nproc_per_node 2 -m gqn_env.cli train --store frames.gqnstore --offline \
+        --preset cpu --steps 20000 --checkpoint runs/ddp/gqn.pt --resume
 
 and on several machines the same command on each with ``--nnodes``,
 ``--node_rank`` and ``--rdzv_endpoint host:port`` (see torchrun's documentation).
@@ -11,7 +13,7 @@ and on several machines the same command on each with ``--nnodes``,
 How it divides the work:
 
 * **Backend**: ``nccl`` when the processes have CUDA devices, ``gloo`` on CPU
-  (``--backend`` overrides). Each rank uses ``cuda:LOCAL_RANK``.
+  (:func:`init_from_env`'s ``backend`` overrides). Each rank uses ``cuda:LOCAL_RANK``.
 * **Global batch**: ``config.batch_size`` queries per step in total; each of the
   W ranks trains on ``batch_size / W`` of them and DDP averages the gradients,
   which equals the gradient of the mean loss over the global batch. The
@@ -26,15 +28,11 @@ How it divides the work:
   reseeds each rank's generators from (seed, rank, step), so a resumed run is
   deterministic too.
 
-``world_model`` never imports MiniWorld, so this entry point reads frames from a
-store written by collectors (``gqn-gym collect``). Online training, where every
-rank also collects its share of the scenes, is ``gqn-gym train`` under torchrun
-(``agents.world_model_training.train_online`` handles the ranks).
+This module imports torch only (``world_model`` never imports MiniWorld).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -175,56 +173,3 @@ def init_from_env(backend: str | None = None) -> tuple[int, int, torch.device]:
     dist.init_process_group(backend=backend)
     device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
     return dist.get_rank(), dist.get_world_size(), device
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Train from a scene store under torchrun (see the module docstring)."""
-    from world_model.data import SceneBuffer
-    from world_model.store import SceneStore
-
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--store", required=True, help="scene store written by `gqn-gym collect`")
-    parser.add_argument("--preset", default="cpu", help="tiny, cpu or paper (ignored when resuming)")
-    parser.add_argument("--steps", type=int, required=True, help="train until this many global steps")
-    parser.add_argument("--checkpoint", required=True, help="written by rank 0; resumed from when it exists")
-    parser.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
-    parser.add_argument("--log-dir", default=None, help="TensorBoard directory (rank 0)")
-    parser.add_argument("--backend", choices=("gloo", "nccl"), default=None)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads per rank")
-    parser.add_argument("--max-scenes", type=int, default=100_000, help="scenes kept in memory per rank")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
-    rank, world, device = init_from_env(args.backend)
-    try:
-        store = SceneStore(args.store)
-        buffer = SceneBuffer(store.image_size, store.viewpoint_dim, max_scenes=args.max_scenes, seed=rank)
-        frames = store.load_into(buffer, shard=(rank, world))
-        ckpt = Path(args.checkpoint)
-        if ckpt.exists():
-            trainer = DistributedTrainer.load(ckpt, buffer, device=device, log_dir=args.log_dir)
-        else:
-            config = GQNConfig.preset(args.preset)
-            if store.image_size != config.image_size:
-                config = config.replace(image_size=store.image_size)
-            trainer = DistributedTrainer(config, buffer, device=device, log_dir=args.log_dir)
-        if rank == 0:
-            print(
-                f"world size {world}, backend {dist.get_backend()}, global batch {trainer.global_config.batch_size}, "
-                f"step {trainer.step_count} -> {args.steps}; "
-                f"rank 0 holds {frames} frames of {buffer.num_scenes} scenes",
-                flush=True,
-            )
-        while trainer.step_count < args.steps:
-            stats = trainer.step()
-            if trainer.step_count % args.checkpoint_every == 0 or trainer.step_count == args.steps:
-                trainer.save(ckpt)
-                if rank == 0:
-                    print(f"step {trainer.step_count} loss {stats['loss']:.2f} mse {stats['mse']:.5f}", flush=True)
-    finally:
-        dist.destroy_process_group()
-
-
-if __name__ == "__main__":
-    main()

@@ -77,7 +77,11 @@ def _scene_arrays(scene: Any, index: int) -> dict[str, np.ndarray]:
 
 
 def evaluate(
-    model: Any, scenes: Sequence[Any], mean_image: np.ndarray | None = None, device: Any = None
+    model: Any,
+    scenes: Sequence[Any],
+    mean_image: np.ndarray | None = None,
+    device: Any = None,
+    progress: bool = False,
 ) -> dict[str, float]:
     """Evaluate ``model`` on held-out scenes against the three baselines.
 
@@ -89,6 +93,7 @@ def evaluate(
         mean_image: ``(S, S, 3)`` float in [0, 1], the mean training image; default: the
             mean of these scenes' context images.
         device: Unused (the model's device is used); kept for a uniform call signature.
+        progress: Show a tqdm bar on stderr, one step a scene.
 
     Returns:
         ``mse_<method>``, ``psnr_<method>`` for each method, ``gap_db_<baseline>`` =
@@ -106,7 +111,12 @@ def evaluate(
     mse: dict[str, list[np.ndarray]] = {m: [] for m in METHODS}
     nearest_distance: list[np.ndarray] = []
     mean_image = np.asarray(mean_image, dtype=np.float64)
-    for i, scene in enumerate(scenes):
+    numbered: Any = enumerate(scenes)
+    if progress:
+        from tqdm.auto import tqdm
+
+        numbered = tqdm(numbered, total=len(scenes), desc="evaluate", unit="scene")
+    for i, scene in numbered:
         other = scenes[(i + 1) % len(scenes)]
         truth = scene["query_images"].astype(np.float64) / 255.0  # (Q, S, S, 3)
         qv = np.asarray(scene["query_viewpoints"], dtype=np.float32)

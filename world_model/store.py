@@ -1,6 +1,6 @@
 """On-disk scene stream: an append-only, crash-safe file of compressed frames.
 
-:class:`SceneStore` persists frames (see :mod:`world_model.data` for what a frame
+:class:`SceneStore` persists frames (see :mod:`world_model.frames` for what a frame
 is) to one file and loads them back into a :class:`~world_model.data.SceneBuffer`;
 :class:`StoreWriter` streams frames into a store in records.
 
@@ -52,7 +52,7 @@ from typing import BinaryIO
 import numpy as np
 
 from world_model.atomic import atomic_path
-from world_model.data import Frames, SceneBuffer, check_frame, check_frames
+from world_model.frames import Frames, FrameSink, check_frame, check_frames
 
 __all__ = ["SceneStore", "StoreCorruptionWarning", "StoreWriter"]
 
@@ -200,7 +200,7 @@ class SceneStore:
             offset, reason = yield from self._records(f, decode=True)
         self._report(offset, file_size, reason)
 
-    def load_into(self, buffer: SceneBuffer, shard: tuple[int, int] | None = None) -> int:
+    def load_into(self, buffer: FrameSink, shard: tuple[int, int] | None = None) -> int:
         """Add every stored frame to ``buffer`` in file order; return the number of frames added.
 
         Args:

@@ -1,9 +1,15 @@
-"""Pictures of what the world model imagines: labelled panels, grids and videos."""
+"""Pictures of scenes and of what the world model imagines: labelled panels, grids, videos.
+
+:func:`rollout_imagination` is what ``gqn-gym imagine`` and ``gqn-gym demo`` run (and
+``examples/imagine.py`` shows); :func:`scene_tour` is ``gqn-gym tour``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -62,6 +68,8 @@ def write_video(frames: Sequence[np.ndarray], path: str | Path, fps: int = 10) -
     from world_model.atomic import atomic_path
 
     path = Path(path)
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not fps > 0:
+        raise ValueError(f"fps must be a number > 0, got {fps!r}")
     if path.suffix not in (".gif", ".mp4"):
         raise ValueError(f"Video path must end in .mp4 or .gif, got {path}")
     with atomic_path(path) as tmp:
@@ -73,3 +81,117 @@ def write_video(frames: Sequence[np.ndarray], path: str | Path, fps: int = 10) -
                 for frame in frames:
                     writer.append_data(frame)
     return path
+
+
+@dataclass
+class ImaginationFiles:
+    """What :func:`rollout_imagination` wrote."""
+
+    video: Path
+    """MP4: the true view, the imagined view for the same pose and the map, one frame per step."""
+    gif: Path
+    """The same at every other frame, as a GIF."""
+    panel: Path | None
+    """PNG of true and imagined views from unvisited poses (``None`` if none was asked for or found)."""
+    frames: int
+    """Frames in the video (steps taken + 1)."""
+    unvisited: int
+    """Unvisited poses in the panel."""
+
+
+def rollout_imagination(
+    env: Any,
+    policy: Any,
+    steps: int,
+    seed: int = 0,
+    out: str | Path = "outputs/imagine",
+    fps: int = 10,
+    unvisited: int = 6,
+) -> ImaginationFiles:
+    """Roll out ``policy`` in a GQNMaze ``env`` and write what its world model imagines.
+
+    Writes ``imagination.mp4`` and ``imagination.gif`` (each frame: the true view,
+    the view the model imagines for the same pose from the frames seen so far, and
+    the map) and ``unvisited.png`` (true and imagined views from poses at least 2 m
+    from every pose the agent stood at) into ``out``.
+
+    Args:
+        env: A GQNMaze env made with ``render_mode="rgb_array"`` (its render is the three-panel frame).
+        policy: Anything with ``reset()`` and ``act(info) -> action``, e.g. ``agents.collectors.make_policy``'s.
+        steps: Agent steps (>= 1); the episode may end sooner.
+        seed: Seed of the scene and of the unvisited poses.
+        out: Output folder (created).
+        fps: Frames per second of the MP4 (the GIF has half).
+        unvisited: Unvisited poses in the panel (>= 0).
+
+    Raises:
+        ValueError: If ``steps`` < 1 or ``unvisited`` < 0.
+    """
+    import imageio.v3 as iio
+
+    from world_model.atomic import atomic_path
+
+    if steps < 1 or unvisited < 0:
+        raise ValueError(f"steps must be >= 1 and unvisited >= 0, got {steps} and {unvisited}")
+    scene = env.unwrapped
+    _, info = env.reset(seed=seed)
+    policy.reset()
+    frames = [env.render()]
+    visited = [info["pose"][:2]]
+    for _ in range(steps):
+        _, _, terminated, truncated, info = env.step(policy.act(info))
+        frames.append(env.render())
+        visited.append(info["pose"][:2])
+        if terminated or truncated:
+            break
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    video = write_video(frames, out / "imagination.mp4", fps=fps)
+    gif = write_video(frames[::2], out / "imagination.gif", fps=max(fps // 2, 1))
+
+    rng = np.random.default_rng(seed + 1)
+    visited_xy = np.stack(visited)  # (T, 2)
+    imagine = env.get_wrapper_attr("imagine")
+    truths, dreams = [], []
+    for _ in range(5000):
+        if len(truths) == unvisited:
+            break
+        pose = scene.sample_free_pose(rng)
+        if np.min(np.linalg.norm(visited_xy - [pose.x, pose.z], axis=1)) >= 2.0:
+            truths.append(scene.render_view(pose))
+            dreams.append(imagine(pose))
+    panel = None
+    if truths:
+        panel = out / "unvisited.png"
+        with atomic_path(panel) as tmp:
+            iio.imwrite(tmp, grid([truths, dreams], ["true views from unvisited poses", "imagined"]))
+    return ImaginationFiles(video, gif, panel, len(frames), len(truths))
+
+
+def scene_tour(env: Any, seed: int = 0, frames: int = 8, out: str | Path = "outputs/scene_tour") -> dict[str, Any]:
+    """Write ``views.png`` (the first view after ``reset(seed)``, then views from random free poses) and ``map.png``.
+
+    Args:
+        env: A GQNMazeScene env.
+        seed: Scene seed (and of the poses).
+        frames: Egocentric views in the strip (>= 1).
+        out: Output folder (created).
+
+    Returns:
+        ``views`` and ``map`` (paths), ``pose`` (the start pose ``[x, z, yaw, pitch]``).
+    """
+    import imageio.v3 as iio
+
+    if frames < 1:
+        raise ValueError(f"frames must be >= 1, got {frames}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    scene = env.unwrapped
+    obs, info = env.reset(seed=seed)
+    rng = np.random.default_rng(seed)
+    views = [obs["image"]]
+    for _ in range(frames - 1):
+        views.append(scene.render_view(scene.sample_free_pose(rng)))
+    iio.imwrite(out / "views.png", np.concatenate(views, axis=1))  # (H, frames * W, 3)
+    iio.imwrite(out / "map.png", scene.render_map())
+    return {"views": out / "views.png", "map": out / "map.png", "pose": info["pose"]}

@@ -48,8 +48,17 @@ def test_tiny_ppo_on_gqn_maze_trains_saves_and_loads(tmp_path, tiny_model):
 def test_tiny_ppo_on_pixels_with_frame_stack():
     venv = make_vec_env("pixels", "GQNMazeScene-v0", 2, seed=0, env_kwargs={**TINY_SCENE, "image_size": 36})
     assert venv.observation_space.shape == (36, 36, 12)
+    # The stack holds the last 4 frames: a step drops the oldest and appends the new view.
+    old = venv.reset()
+    new, _, dones, _ = venv.step(np.array([2, 2]))
+    assert not dones.any()
+    np.testing.assert_array_equal(new[..., :9], old[..., 3:])
+    assert not np.array_equal(new[..., 9:], new[..., 6:9])  # walking forward changed the view
     agent = PPO("CnnPolicy", venv, n_steps=16, batch_size=16, n_epochs=1, seed=0, device="cpu")
+    before = {k: v.clone() for k, v in agent.policy.state_dict().items()}
     agent.learn(32)
+    assert agent.num_timesteps >= 32
+    assert any(not torch.equal(v, before[k]) for k, v in agent.policy.state_dict().items())  # PPO updated it
     venv.close()
 
 

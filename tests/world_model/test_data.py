@@ -574,3 +574,17 @@ def test_not_a_store_and_mismatches_raise(tmp_path):
     (tmp_path / "v2").write_bytes(head + struct.pack("<I", zlib.crc32(head)))
     with pytest.raises(ValueError, match="version 2"):
         SceneStore(tmp_path / "v2")
+
+
+def test_imports_between_frames_store_and_data_go_one_way():
+    # frames <- store <- data: the store fills any FrameSink and never imports the buffer's module.
+    import ast
+    from pathlib import Path
+
+    def imported(module: str) -> set[str]:
+        tree = ast.parse((Path(__file__).parents[2] / "world_model" / f"{module}.py").read_text())
+        return {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+
+    assert "world_model.data" not in imported("store") | imported("frames")
+    assert "world_model.store" not in imported("frames")
+    assert {"world_model.frames", "world_model.store"} <= imported("data")

@@ -90,10 +90,11 @@ def test_two_ranks_agree_with_each_other_and_with_one_process(tmp_path, store_pa
     assert moved > 0.8 * len(initial), "training should change most tensors"
 
 
-def test_torchrun_cli_checkpoints_and_resumes(tmp_path, store_path):
+def test_torchrun_store_training_checkpoints_and_resumes(tmp_path, store_path):
+    # The store-only command of docs/scaling.md (it replaced `-m world_model.distributed`).
     ckpt = tmp_path / "ddp.pt"
-    common = ["-m", "world_model.distributed", "--store", str(store_path), "--preset", "tiny"]
-    common += ["--checkpoint", str(ckpt), "--checkpoint-every", "2", "--threads", "1"]
+    common = ["-m", "gqn_env.cli", "train", "--store", str(store_path), "--offline", "--preset", "tiny"]
+    common += ["--checkpoint", str(ckpt), "--resume", "--checkpoint-every", "0", "--threads", "1", "--no-progress"]
     first = torchrun(*common, "--steps", "4")
     assert "world size 2, backend gloo" in first.stdout
     data = load_checkpoint(ckpt)
