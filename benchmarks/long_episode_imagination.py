@@ -65,13 +65,9 @@ def main() -> None:
         }
         q = len(scene.query_viewpoints)
         for name, r in rs.items():
-            # where a view model's nearest view comes from
-            frames = spread if name == "16 spread frames" else slice(None)
-            view = None
-            if model.uses_view:
-                context = scene.context_images[frames][None], scene.context_viewpoints[frames][None]
-                view = model.nearest_view(*context, scene.query_viewpoints)
-            pred = model.generate(r[None].expand(q, *r.shape), scene.query_viewpoints, sample=False, view=view)
+            frames = spread if name == "16 spread frames" else slice(None)  # the frames r was built from
+            context = scene.context_images[frames][None], scene.context_viewpoints[frames][None]
+            pred = model.render(r[None].expand(q, *r.shape), scene.query_viewpoints, context=context, sample=False)
             scores[name].append(psnr(pred, scene.query_images))
     rows = [{"context": name, "psnr_db": float(np.concatenate(v).mean())} for name, v in scores.items()]
     print(format_table(rows, ["context", "psnr_db"]))

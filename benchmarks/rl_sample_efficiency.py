@@ -292,7 +292,7 @@ def main() -> None:
     parser.add_argument(
         "--gqn-obs",
         nargs="+",
-        default=["patches", "representation", "viewpoint"],
+        default=["patches", "view", "viewpoint"],
         help="observation keys of the GQN variants",
     )
     parser.add_argument("--gqn-stack", type=int, default=1, help="observations stacked for gqn and gqn_lstm")
