@@ -63,11 +63,11 @@ def test_non_finite_viewpoints_are_refused_everywhere(model, k, where, bad):
     with pytest.raises(ValueError, match="NaN or infinite"):
         model.scene_representation(images[:, :k], vps)
     with pytest.raises(ValueError, match="NaN or infinite"):
-        model.generate(torch.zeros(1, *CONFIG.representation_shape), vps[0, row : row + 1])
+        model.render(torch.zeros(1, *CONFIG.representation_shape), vps[0, row : row + 1])
     r = torch.zeros(1, *CONFIG.representation_shape)
     r.view(-1)[where[1] % r.numel()] = bad
     with pytest.raises(ValueError, match="NaN or infinite"):
-        model.generate(r, np.zeros((1, D), dtype=np.float32))
+        model.render(r, np.zeros((1, D), dtype=np.float32))
     assert_unchanged(model, before)
 
 
@@ -103,7 +103,7 @@ def test_viewpoints_of_the_wrong_type_or_length_get_a_clear_error(model, value):
     assume(not (isinstance(value, list) and len(value) == D and all(isinstance(v, float) for v in value)))
     before = weights(model)
     with pytest.raises(ValueError):
-        model.generate(torch.zeros(1, *CONFIG.representation_shape), [value])
+        model.render(torch.zeros(1, *CONFIG.representation_shape), [value])
     assert_unchanged(model, before)
 
 

@@ -54,10 +54,8 @@ def _predict(
     q = len(query_viewpoints)
     r = model.scene_representation(context_images[None], context_viewpoints[None])  # (1, *r_shape)
     r = r.expand(q, *r.shape[1:])  # (Q, *r_shape)
-    view = None
-    if model.uses_view:
-        view = model.nearest_view(context_images[None], context_viewpoints[None], query_viewpoints)
-    pred = model.generate(r, query_viewpoints, sample=False, view=view)  # (Q, 3, S, S)
+    context = (context_images[None], context_viewpoints[None])  # one scene's context for all queries
+    pred = model.render(r, query_viewpoints, context=context, sample=False)  # (Q, 3, S, S)
     return pred.movedim(1, -1).cpu().numpy()  # (Q, S, S, 3)
 
 

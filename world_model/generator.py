@@ -84,6 +84,47 @@ def broadcast_conv(vector: torch.Tensor, weight: torch.Tensor, mask: torch.Tenso
     return torch.einsum("boij,yxij->boyx", per_tap, mask)  # (B, O, s, s)
 
 
+class ChannelLayout:
+    """The named inputs of a core, in the order of its convolution's input channels.
+
+    Built once from the config; the call sites place tensors by name, never by channel offset.
+
+    Args:
+        groups: ``(name, channels)`` pairs in weight order.
+    """
+
+    def __init__(self, *groups: tuple[str, int]) -> None:
+        self.slices: dict[str, slice] = {}  # name -> its input channels
+        start = 0
+        for name, channels in groups:
+            self.slices[name] = slice(start, start + channels)
+            start += channels
+        self.channels = start
+
+    def parts(self, **tensors: torch.Tensor) -> list[tuple[slice, torch.Tensor]]:
+        """The given inputs as ``(channels, tensor)`` parts in layout order (:meth:`ConvLSTMCell.fixed_gates`).
+
+        A tensor is a vector ``(B, C)`` or a map ``(B, C, s, s)``; vectors next to each other in
+        the layout are joined into one part (one broadcast convolution instead of several).
+        """
+        unknown = set(tensors) - set(self.slices)
+        if unknown:
+            raise ValueError(f"Unknown inputs {sorted(unknown)}; this core takes {list(self.slices)}")
+        parts: list[tuple[slice, torch.Tensor]] = []
+        for name, where in self.slices.items():
+            if name not in tensors:
+                continue
+            tensor = tensors[name]
+            if tensor.shape[1] != where.stop - where.start:
+                raise ValueError(f"Input {name!r} has {tensor.shape[1]} channels, expected {where.stop - where.start}")
+            if parts and tensor.dim() == 2 and parts[-1][1].dim() == 2 and parts[-1][0].stop == where.start:
+                before, vector = parts.pop()
+                parts.append((slice(before.start, where.stop), torch.cat([vector, tensor], dim=1)))  # (B, C1 + C2)
+            else:
+                parts.append((where, tensor))
+        return parts
+
+
 class ConvLSTMCell(nn.Module):
     """A convolutional LSTM cell: all four gates from one convolution over ``cat([x, h])``.
 
@@ -114,12 +155,12 @@ class ConvLSTMCell(nn.Module):
         hidden, cell = state
         return self._update(self.conv(torch.cat([x, hidden], dim=1)), cell)  # gates (B, 4H, s, s)
 
-    def fixed_gates(self, parts: Sequence[tuple[int, torch.Tensor]], mask: torch.Tensor) -> torch.Tensor:
+    def fixed_gates(self, parts: Sequence[tuple[slice, torch.Tensor]], mask: torch.Tensor) -> torch.Tensor:
         """Gate pre-activations from inputs that stay fixed over the L steps, plus the bias.
 
         Args:
-            parts: ``(first input channel, tensor)`` pairs; a tensor is a vector
-                ``(B, C)`` (broadcast over the grid) or a map ``(B, C, s, s)``.
+            parts: ``(input channels, tensor)`` pairs (:meth:`ChannelLayout.parts`); a tensor is a
+                vector ``(B, C)`` (broadcast over the grid) or a map ``(B, C, s, s)``.
             mask: ``tap_mask(s, k)``.
 
         Returns:
@@ -128,23 +169,22 @@ class ConvLSTMCell(nn.Module):
         size = mask.shape[0]
         batch = parts[0][1].shape[0]
         out = self.conv.bias[None, :, None, None].expand(batch, -1, size, size)  # (B, 4H, s, s)
-        for start, tensor in parts:
-            weight = self.conv.weight[:, start : start + tensor.shape[1]]  # (4H, C, k, k)
+        for channels, tensor in parts:
+            weight = self.conv.weight[:, channels]  # (4H, C, k, k)
             if tensor.dim() == 2:
                 out = out + broadcast_conv(tensor, weight, mask)
             else:
                 out = out + F.conv2d(tensor, weight, padding=self.conv.padding)
         return out
 
-    def step_weight(self, starts: Sequence[tuple[int, int]]) -> torch.Tensor:
-        """Kernel for the per-step inputs: the given ``(start, channels)`` input groups, then h.
+    def step_weight(self, inputs: Sequence[slice]) -> torch.Tensor:
+        """Kernel for the per-step inputs: the given input channel groups, then h.
 
         Returns:
             ``(4H, sum(channels) + H, k, k)``.
         """
         w = self.conv.weight
-        groups = [w[:, a : a + n] for a, n in starts] + [w[:, self.in_channels :]]
-        return torch.cat(groups, dim=1)
+        return torch.cat([w[:, channels] for channels in inputs] + [w[:, self.in_channels :]], dim=1)
 
     def step(
         self,
@@ -168,11 +208,12 @@ def gaussian_kl(mu_q: torch.Tensor, logvar_q: torch.Tensor, mu_p: torch.Tensor, 
 class ConvDRAW(nn.Module):
     """Generator and inference network of the GQN.
 
-    Channel layout of the cores' inputs (the order of their convolution weights):
-    generator ``[z (Z), v (D), r (R)]`` (then ``[view map (V), view offset (D)]`` when
-    ``config.view_channels`` = V > 0), inference ``[x (I), h_gen (H), v (D), r (R)]``,
-    each followed by the core's own hidden state (H channels for the generator, I =
-    ``config.inference_size`` for the inference core).
+    Channel layout of the cores' inputs (the order of their convolution weights), the
+    :class:`ChannelLayout` s ``generator_inputs`` and ``inference_inputs``: generator
+    ``[z (Z), v (D), r (R)]`` (then ``[view (V), view_offset (D)]``, the nearest view's
+    map and pose offset, when ``config.view_channels`` = V > 0), inference
+    ``[x (I), h_gen (H), v (D), r (R)]``, each followed by the core's own hidden state
+    (H channels for the generator, I = ``config.inference_size`` for the inference core).
     """
 
     def __init__(self, config: GQNConfig) -> None:
@@ -188,10 +229,14 @@ class ConvDRAW(nn.Module):
         cores = 1 if config.share_core else config.num_layers
         view = config.view_channels
         self.view_embed = nn.Linear(3 * config.downsample**2, view) if view else None  # one patch -> V
-        view_inputs = view + d if view else 0
-        self.generator_cores = nn.ModuleList(ConvLSTMCell(z + d + r + view_inputs, hid, k) for _ in range(cores))
+        view_inputs = (("view", view), ("view_offset", d)) if view else ()
+        self.generator_inputs = ChannelLayout(("z", z), ("v", d), ("r", r), *view_inputs)
+        gen_in = self.generator_inputs.channels
+        self.generator_cores = nn.ModuleList(ConvLSTMCell(gen_in, hid, k) for _ in range(cores))
         inf = config.inference_size
-        self.inference_cores = nn.ModuleList(ConvLSTMCell(inf + hid + d + r, inf, k) for _ in range(cores))
+        self.inference_inputs = ChannelLayout(("x", inf), ("h_gen", hid), ("v", d), ("r", r))
+        inf_in = self.inference_inputs.channels
+        self.inference_cores = nn.ModuleList(ConvLSTMCell(inf_in, inf, k) for _ in range(cores))
         self.prior = nn.Conv2d(hid, 2 * z, k, padding=k // 2)
         self.posterior = nn.Conv2d(inf, 2 * z, k, padding=k // 2)
         ds = config.downsample
@@ -200,24 +245,17 @@ class ConvDRAW(nn.Module):
         self.to_image = nn.Conv2d(hid, 3, 1)
         self.register_buffer("tap_mask", tap_mask(config.hidden_size, k), persistent=False)
 
-    def _conditioning(self, r: torch.Tensor, viewpoints: torch.Tensor, start: int) -> list[tuple[int, torch.Tensor]]:
-        """The fixed ``[v, r]`` inputs as ``(first channel, tensor)`` parts starting at ``start``."""
-        if r.shape[-1] == 1:  # pooled r: one vector with v
-            return [(start, torch.cat([viewpoints, r.flatten(1)], dim=1))]  # (B, D + R)
-        return [(start, viewpoints), (start + viewpoints.shape[1], r)]  # (B, D), (B, R, s, s)
-
-    def _view_parts(
+    def _view_inputs(
         self, view: tuple[torch.Tensor, torch.Tensor] | None, viewpoints: torch.Tensor
-    ) -> list[tuple[int, torch.Tensor]]:
-        """The fixed ``[view map, view offset]`` inputs of the generator core (none when the option is off)."""
+    ) -> dict[str, torch.Tensor]:
+        """The generator's fixed ``view`` and ``view_offset`` inputs (none when the option is off)."""
         if self.view_embed is None:
-            return []
+            return {}
         if view is None:
             raise ValueError("This model renders from r and the nearest context view: pass view=(image, viewpoint)")
         images, view_viewpoints = view  # (B, 3, H, W), (B, D)
-        start = self.config.z_channels + self.config.viewpoint_dim + self.config.r_channels
         embedded = self.view_embed(patchify(images, self.config.downsample)).permute(0, 3, 1, 2)  # (B, V, s, s)
-        return [(start, embedded), (start + embedded.shape[1], viewpoints - view_viewpoints)]  # offset (B, D)
+        return {"view": embedded, "view_offset": viewpoints - view_viewpoints}  # offset (B, D)
 
     def run(
         self,
@@ -243,18 +281,21 @@ class ConvDRAW(nn.Module):
             ``(mean image (B, 3, H, W) in [0, 1], KL (B,))``; the KL is zero for a prior pass.
         """
         cfg = self.config
-        b, s, hid, zc = viewpoints.shape[0], cfg.hidden_size, cfg.hidden_channels, cfg.z_channels
+        b, s, hid = viewpoints.shape[0], cfg.hidden_size, cfg.hidden_channels
         inf = cfg.inference_size
         mask = self.tap_mask
         # Everything that does not change over the L steps, once per pass (per core if unshared).
-        gen_parts = self._conditioning(r, viewpoints, zc) + self._view_parts(view, viewpoints)
+        r = r.flatten(1) if r.shape[-1] == 1 else r  # pooled r: a vector (B, R), joined with v; else (B, R, s, s)
+        gen_inputs = self.generator_inputs
+        gen_parts = gen_inputs.parts(v=viewpoints, r=r, **self._view_inputs(view, viewpoints))
         gen_fixed = [c.fixed_gates(gen_parts, mask) for c in self.generator_cores]
-        gen_weight = [c.step_weight([(0, zc)]) for c in self.generator_cores]  # z, then h_gen
+        gen_weight = [c.step_weight([gen_inputs.slices["z"]]) for c in self.generator_cores]  # z, then h_gen
         if target is not None:
             x = self.target_down(target)  # (B, I, s, s)
-            inf_parts = [(0, x), *self._conditioning(r, viewpoints, inf + hid)]
+            inf_inputs = self.inference_inputs
+            inf_parts = inf_inputs.parts(x=x, v=viewpoints, r=r)
             inf_fixed = [c.fixed_gates(inf_parts, mask) for c in self.inference_cores]
-            inf_weight = [c.step_weight([(inf, hid)]) for c in self.inference_cores]  # h_gen, then h_inf
+            inf_weight = [c.step_weight([inf_inputs.slices["h_gen"]]) for c in self.inference_cores]  # then h_inf
         zeros = viewpoints.new_zeros(b, hid, s, s)
         h_gen, c_gen, canvas = zeros, zeros, zeros
         h_inf = c_inf = viewpoints.new_zeros(b, inf, s, s)

@@ -94,15 +94,20 @@ def _gather_nearest(
     """Per query, the context view whose viewpoint is nearest (Euclidean, like the evaluation's baseline).
 
     Args:
-        images: ``(B, K, 3, S, S)``.
+        images: ``(B, K, 3, S, S)``; B may be 1 (one scene's context for all queries).
         viewpoints: ``(B, K, D)``.
-        query_viewpoints: ``(B, D)``.
+        query_viewpoints: ``(Q, D)``, Q = B unless B is 1.
 
     Returns:
-        ``(images (B, 3, S, S), viewpoints (B, D))``.
+        ``(images (Q, 3, S, S), viewpoints (Q, D))``.
     """
-    nearest = (viewpoints - query_viewpoints[:, None]).square().sum(dim=-1).argmin(dim=1)  # (B,)
-    rows = torch.arange(images.shape[0], device=images.device)
+    q = query_viewpoints.shape[0]
+    if images.shape[0] == 1:  # one scene's context for all queries
+        images, viewpoints = images.expand(q, *images.shape[1:]), viewpoints.expand(q, *viewpoints.shape[1:])
+    if images.shape[0] != q:
+        raise ValueError(f"{images.shape[0]} contexts but {q} query viewpoints")
+    nearest = (viewpoints - query_viewpoints[:, None]).square().sum(dim=-1).argmin(dim=1)  # (Q,)
+    rows = torch.arange(q, device=images.device)
     return images[rows, nearest], viewpoints[rows, nearest]
 
 
@@ -157,15 +162,10 @@ class GQN(nn.Module):
         """Scene representation r, the sum over K context views: ``(B, K, ...)`` -> ``(B, *r_shape)``."""
         return self._represent(*self._context(context_images, context_viewpoints))
 
-    @property
-    def uses_view(self) -> bool:
-        """Whether the generator also takes the context view nearest the query (``config.view_channels > 0``)."""
-        return self.config.view_channels > 0
-
     def nearest_view(
         self, context_images: Any, context_viewpoints: Any, query_viewpoints: Any
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The context view nearest each query: what :meth:`generate` takes as ``view``.
+        """The context view nearest each query: what :meth:`render` hands a model with ``view_channels > 0``.
 
         Args:
             context_images: ``(B, K, S, S, 3)`` uint8 or ``(B, K, 3, S, S)`` float; B may be 1
@@ -178,27 +178,23 @@ class GQN(nn.Module):
         """
         x, v = self._context(context_images, context_viewpoints)
         qv = viewpoints_to_tensor(query_viewpoints, self.config.viewpoint_dim, self.device, lead=1)
-        if x.shape[0] == 1:  # one scene's context for all queries
-            x, v = x.expand(qv.shape[0], *x.shape[1:]), v.expand(qv.shape[0], *v.shape[1:])
-        if qv.shape[0] != x.shape[0]:
-            raise ValueError(f"{x.shape[0]} contexts but {qv.shape[0]} query viewpoints")
         return _gather_nearest(x, v, qv)
 
-    def _check_view(self, view: Any, batch: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-        if not self.uses_view:
+    def _view_input(self, context: Any, qv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The generator's input besides r: the context view nearest each query, or None for a plain model."""
+        if not self.config.view_channels:
             return None
-        if view is None:
+        if context is None:
             raise ValueError(
-                "This model (view_channels > 0) renders from r and the nearest context view: pass "
-                "view=model.nearest_view(context_images, context_viewpoints, query_viewpoints)"
+                "This model (view_channels > 0) renders from r and the context view nearest each query: "
+                "pass context=(context_images, context_viewpoints), the frames r was built from"
             )
-        images = images_to_tensor(view[0], self.config.image_size, self.device, lead=1)
-        viewpoints = viewpoints_to_tensor(view[1], self.config.viewpoint_dim, self.device, lead=1)
-        if images.shape[0] != batch or viewpoints.shape[0] != batch:
-            raise ValueError(
-                f"Expected {batch} view images and viewpoints, got {images.shape[0]} and {viewpoints.shape[0]}"
-            )
-        return images, viewpoints
+        try:
+            images, viewpoints = context
+        except (TypeError, ValueError):
+            raise ValueError(f"context must be a pair (images, viewpoints), got {type(context).__name__}") from None
+        x, v = self._context(images, viewpoints)
+        return _gather_nearest(x, v, qv)
 
     def _check_r(self, r: torch.Tensor, batch: int) -> torch.Tensor:
         shape = (batch, *self.config.representation_shape)
@@ -234,7 +230,7 @@ class GQN(nn.Module):
             raise ValueError(
                 f"Batch sizes differ: context {r.shape[0]}, queries {target.shape[0]}, viewpoints {qv.shape[0]}"
             )
-        view = _gather_nearest(x, v, qv) if self.uses_view else None
+        view = _gather_nearest(x, v, qv) if self.config.view_channels else None
         mean, kl = self.generator.run(r, qv, target=target, generator=generator, view=view)
         # Gaussian pixel likelihood, summed over pixels: (B,)
         nll = (0.5 * ((target - mean) / sigma) ** 2 + math.log(sigma) + HALF_LOG_2PI).flatten(1).sum(dim=1)
@@ -246,22 +242,30 @@ class GQN(nn.Module):
             "mean": mean,
         }
 
-    def generate(
+    def render(
         self,
         r: torch.Tensor,
         query_viewpoints: Any,
+        context: Any = None,
         generator: torch.Generator | None = None,
-        sample: bool = True,
-        view: Any = None,
+        sample: bool = False,
     ) -> torch.Tensor:
-        """Imagine: render query viewpoints from r by sampling the prior; ``(B, 3, S, S)`` in [0, 1].
+        """Imagine: render query viewpoints from r by the prior; ``(B, 3, S, S)`` in [0, 1].
 
-        ``view``: the context view nearest each query (:meth:`nearest_view`), needed by models
-        with ``config.view_channels > 0`` and ignored by the others.
+        Args:
+            r: Scene representation ``(B, *representation_shape)`` (:meth:`scene_representation`).
+            query_viewpoints: ``(B, D)``.
+            context: The frames r was built from, ``(images (B, K, S, S, 3) uint8 or (B, K, 3, S, S)
+                float, viewpoints (B, K, D))``, B may be 1 (one scene's context for all queries).
+                A model with ``config.view_channels > 0`` renders each query from r and the
+                context view nearest it (:meth:`nearest_view`), and needs it; the others ignore it.
+            generator: Source of the latent noise when sampling.
+            sample: Draw z from the prior (True) or take its mean at every step (False, default:
+                the deterministic prediction the evaluation scores).
         """
         qv = viewpoints_to_tensor(query_viewpoints, self.config.viewpoint_dim, self.device, lead=1)
         r = self._check_r(r, qv.shape[0])
-        view = self._check_view(view, qv.shape[0])
+        view = self._view_input(context, qv)
         mean, _ = self.generator.run(r, qv, generator=generator, sample=sample, view=view)
         return mean
 
@@ -270,13 +274,13 @@ class GQN(nn.Module):
         r: torch.Tensor,
         query_viewpoints: Any,
         query_images: Any,
+        context: Any = None,
         generator: torch.Generator | None = None,
-        view: Any = None,
     ) -> torch.Tensor:
-        """Posterior reconstruction of the query images; ``(B, 3, S, S)`` in [0, 1]; ``view`` as in :meth:`generate`."""
+        """Posterior reconstruction of the queries, ``(B, 3, S, S)`` in [0, 1]; ``context`` as in :meth:`render`."""
         qv = viewpoints_to_tensor(query_viewpoints, self.config.viewpoint_dim, self.device, lead=1)
         target = images_to_tensor(query_images, self.config.image_size, self.device, lead=1)
         r = self._check_r(r, qv.shape[0])
-        view = self._check_view(view, qv.shape[0])
+        view = self._view_input(context, qv)
         mean, _ = self.generator.run(r, qv, target=target, generator=generator, view=view)
         return mean

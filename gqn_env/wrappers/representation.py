@@ -33,11 +33,12 @@ renders from ``context_max`` times the mean encoding: the expected r of
 ``context_max`` frames drawn at random from the episode, inside the range the
 model knows.
 
-A model with ``config.view_channels > 0`` also renders from the context view
-nearest the query pose (world_model/generator.py). For it the state keeps each
-scene's frames of the episode at the model's image size (3 KB a frame at 32x32),
-and :meth:`RepresentationState.imagine` hands the generator the one nearest each
-imagined viewpoint. The observation is unchanged: the running sum.
+The state keeps each scene's frames of the episode at the model's image size
+(3 KB a frame at 32x32; :class:`Episode`): :meth:`RepresentationState.imagine`
+hands them to the model as the context (a model with ``config.view_channels > 0``
+renders from the one nearest each imagined viewpoint, world_model/generator.py),
+``recall`` searches their viewpoints, and :meth:`GQNRepresentation.refresh`
+re-encodes them after a world-model update.
 """
 
 from __future__ import annotations
@@ -83,6 +84,41 @@ def check_image_size(image_shape: Sequence[int], model_size: int) -> None:
         )
 
 
+class Episode:
+    """One scene's frames of the current episode, in the order seen.
+
+    Attributes:
+        images: ``(S, S, 3)`` uint8 frames at the model's image size.
+        viewpoints: ``(D,)`` float32 viewpoints.
+        maps: ``(c, g, g)`` per-patch maps of the frames, kept for ``recall`` only.
+    """
+
+    __slots__ = ("images", "viewpoints", "maps")
+
+    def __init__(self) -> None:
+        self.images: list[np.ndarray] = []
+        self.viewpoints: list[np.ndarray] = []
+        self.maps: list[np.ndarray] = []
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def append(self, image: np.ndarray, viewpoint: np.ndarray, patch_map: np.ndarray | None, reset: bool) -> None:
+        """Add a frame; ``reset`` starts a new episode with it."""
+        if reset:
+            self.images.clear()
+            self.viewpoints.clear()
+            self.maps.clear()
+        self.images.append(image)
+        self.viewpoints.append(viewpoint)
+        if patch_map is not None:
+            self.maps.append(patch_map)
+
+    def context(self) -> tuple[np.ndarray, np.ndarray]:
+        """The frames as one scene's context: ``(images (1, T, S, S, 3), viewpoints (1, T, D))``."""
+        return np.stack(self.images)[None], np.stack(self.viewpoints)[None]
+
+
 class RepresentationState:
     """Running GQN scene representations of ``num_scenes`` scenes.
 
@@ -94,7 +130,7 @@ class RepresentationState:
         num_scenes: How many scenes to track (sub-envs).
         device: Where to run the encoder.
         patches: Keep the latest frame's per-patch map (the ``patches`` key).
-        recall: Keep every frame's per-patch map and viewpoint for :meth:`recall` (the ``recall`` key).
+        recall: Keep every frame's per-patch map for :meth:`recall` (the ``recall`` key).
     """
 
     def __init__(
@@ -121,12 +157,8 @@ class RepresentationState:
                 )
             g = model.representation.grid
             self.patches = np.zeros((num_scenes, self.config.tower_channels, g, g), dtype=np.float32)
-        # Models that render from the nearest context view: each scene's frames, (S, S, 3) uint8 and (D,).
-        self.keep_frames = model.uses_view
-        self.frames: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(num_scenes)]
-        # For recall: each scene's per-frame viewpoints (T, D) and per-patch maps (T, c, g, g) of the episode.
         self.keep_recall = recall
-        self.memory: list[tuple[list[np.ndarray], list[np.ndarray]]] = [([], []) for _ in range(num_scenes)]
+        self.episodes = [Episode() for _ in range(num_scenes)]
 
     @property
     def size(self) -> int:
@@ -193,12 +225,9 @@ class RepresentationState:
         self.last[slots] = r
         if self.patches is not None:
             self.patches[slots] = patches
-        if self.keep_recall:
-            for i, slot in enumerate(slots):
-                self._memorise(int(slot), viewpoints[i], patches[i], reset is not None and bool(reset[i]))
-        if self.keep_frames:
-            for i, slot in enumerate(slots):
-                self._remember(int(slot), images[i], viewpoints[i], reset is not None and bool(reset[i]))
+        for i, slot in enumerate(slots):
+            patch_map = patches[i] if self.keep_recall else None
+            self.episodes[slot].append(images[i], viewpoints[i], patch_map, reset is not None and bool(reset[i]))
 
     def add_one(self, slot: int, image: np.ndarray, viewpoint: np.ndarray, reset: bool) -> None:
         """:meth:`add` for a single frame, without the per-call array bookkeeping (the per-step path)."""
@@ -214,14 +243,14 @@ class RepresentationState:
         self.last[slot] = r
         if self.patches is not None:
             self.patches[slot] = patches[0]
-        if self.keep_recall:
-            self._memorise(slot, viewpoints[0], patches[0], reset)
-        if self.keep_frames:
-            self._remember(slot, images[0], viewpoints[0], reset)
+        self.episodes[slot].append(images[0], viewpoints[0], patches[0] if self.keep_recall else None, reset)
 
-    def reencode(self, slot: int, images: np.ndarray, viewpoints: np.ndarray) -> None:
-        """Rebuild one slot from its whole episode ``(T, H, W, 3)`` with the current weights (one forward pass)."""
-        images, viewpoints = self._prepare(images, viewpoints)
+    def reencode(self, slot: int) -> None:
+        """Rebuild one slot from its episode's frames with the current weights (one forward pass)."""
+        episode = self.episodes[slot]
+        if not episode:
+            return
+        images, viewpoints = np.stack(episode.images), np.stack(episode.viewpoints)  # (T, S, S, 3), (T, D)
         r, patches = self._encode(images, viewpoints)  # (T, C, h, w)
         self.sums[slot] = r.sum(axis=0)
         self.counts[slot] = len(r)
@@ -229,15 +258,7 @@ class RepresentationState:
         if self.patches is not None:
             self.patches[slot] = patches[-1]
         if self.keep_recall:
-            self.memory[slot] = (list(viewpoints), list(patches))
-
-    def _memorise(self, slot: int, viewpoint: np.ndarray, patches: np.ndarray, reset: bool) -> None:
-        seen, maps = self.memory[slot]
-        if reset:
-            seen.clear()
-            maps.clear()
-        seen.append(viewpoint)
-        maps.append(patches)
+            episode.maps[:] = list(patches)
 
     def recall(self, slot: int) -> np.ndarray:
         """The ``recall`` observation of one slot: ``(len(RECALL_TURNS) * c, g, g)``.
@@ -246,10 +267,10 @@ class RepresentationState:
         :data:`RECALL_TURNS`; each answer is the per-patch map of the episode's
         frame with the nearest viewpoint (Euclidean, as the generator's nearest view).
         """
-        seen, maps = self.memory[slot]
-        if not seen:
+        episode = self.episodes[slot]
+        if not episode:
             raise RuntimeError(f"Scene {slot} has no frames yet")
-        viewpoints = np.stack(seen)  # (T, D)
+        viewpoints = np.stack(episode.viewpoints)  # (T, D)
         current = viewpoints[-1]
         cos, sin = current[3], current[4]  # heading (viewpoint convention: gqn_env/envs/viewpoint.py)
         queries = np.repeat(current[None], len(RECALL_TURNS), axis=0)
@@ -257,24 +278,7 @@ class RepresentationState:
             queries[i, 3] = cos * math.cos(turn) - sin * math.sin(turn)
             queries[i, 4] = sin * math.cos(turn) + cos * math.sin(turn)
         nearest = ((viewpoints[None] - queries[:, None]) ** 2).sum(axis=-1).argmin(axis=1)  # (Q,)
-        return np.concatenate([maps[i] for i in nearest], axis=0)
-
-    def _remember(self, slot: int, image: np.ndarray, viewpoint: np.ndarray, reset: bool) -> None:
-        if reset:
-            self.frames[slot].clear()
-        self.frames[slot].append((image, viewpoint))
-
-    def nearest_frames(self, slot: int, viewpoints: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """The slot's frame nearest each of ``(Q, D)`` viewpoints, chosen by the model.
-
-        Returns:
-            :meth:`world_model.GQN.nearest_view`'s ``(images (Q, 3, S, S), viewpoints (Q, D))``.
-        """
-        if not self.frames[slot]:
-            raise RuntimeError(f"Scene {slot} has no frames yet")
-        images = np.stack([image for image, _ in self.frames[slot]])  # (T, S, S, 3)
-        seen = np.stack([viewpoint for _, viewpoint in self.frames[slot]])  # (T, D)
-        return self.model.nearest_view(images[None], seen[None], viewpoints)  # one context for all queries
+        return np.concatenate([episode.maps[i] for i in nearest], axis=0)
 
     def observation(self, slots: np.ndarray, scale: str) -> np.ndarray:
         """Flat float32 representations ``(N, size)`` of the given slots."""
@@ -302,7 +306,8 @@ class RepresentationState:
     def imagine(self, slot: int, viewpoints: np.ndarray, seed: int = 0, sample: bool = False) -> np.ndarray:
         """Render ``(Q, 7)`` viewpoints from one slot's representation; ``(Q, S, S, 3)`` uint8.
 
-        The sum is scaled to at most ``config.context_max`` frames' worth (module docstring).
+        The sum is scaled to at most ``config.context_max`` frames' worth (module docstring),
+        and the episode's frames are the context (:meth:`world_model.GQN.render`).
         ``sample=False`` (default) renders the prior-mean prediction, the model's best
         guess and what the evaluation scores; ``sample=True`` draws latents (seeded).
         """
@@ -311,10 +316,10 @@ class RepresentationState:
         scaled = self.sums[slot : slot + 1] * (min(seen, self.config.context_max) / seen)  # (1, C, h, w)
         r = torch.from_numpy(scaled).to(self.device).expand(len(vps), *self.sums.shape[1:])
         generator = torch.Generator(device=self.device).manual_seed(seed)
-        view = self.nearest_frames(slot, vps) if self.keep_frames else None
-        images = self.model.generate(
-            r, torch.as_tensor(vps, device=self.device), generator=generator, sample=sample, view=view
-        )
+        episode = self.episodes[slot]
+        context = episode.context() if episode else None  # (1, T, S, S, 3), (1, T, D)
+        qv = torch.as_tensor(vps, device=self.device)
+        images = self.model.render(r, qv, context=context, generator=generator, sample=sample)
         # (Q, 3, S, S) in [0, 1] -> (Q, S, S, 3) uint8
         return (images.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
@@ -414,8 +419,6 @@ class GQNRepresentation(gym.Wrapper):
         )
         self.observation_space = _obs_space(env.observation_space, self.state, self.obs_keys)
         self._last_obs: dict[str, np.ndarray] | None = None
-        self._episode_images: list[np.ndarray] = []
-        self._episode_viewpoints: list[np.ndarray] = []
 
     @property
     def model(self) -> Any:
@@ -425,11 +428,6 @@ class GQNRepresentation(gym.Wrapper):
     def _observe(self, obs: dict, reset: bool) -> dict:
         self.state.add_one(0, obs["image"], obs["viewpoint"], reset)
         self._last_obs = obs
-        if reset:
-            self._episode_images.clear()
-            self._episode_viewpoints.clear()
-        self._episode_images.append(obs["image"])
-        self._episode_viewpoints.append(obs["viewpoint"])
         return self.current_observation()
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
@@ -453,9 +451,7 @@ class GQNRepresentation(gym.Wrapper):
         Keeps the running representation consistent with one model: without it, an
         episode that spans an update would mix encodings from two models.
         """
-        if not self._episode_images:
-            return
-        self.state.reencode(0, np.stack(self._episode_images), np.stack(self._episode_viewpoints))
+        self.state.reencode(0)
 
     def current_observation(self) -> dict:
         """The observation of the current state (e.g. after :meth:`refresh`)."""

@@ -86,8 +86,8 @@ def test_world_model_callback_feeds_the_buffer_and_updates_the_weights(tiny_mode
     # After an update, the running representations were re-encoded with the new weights.
     current = venv.env_method("current_observation")[0]["representation"]
     wrapper_state = venv.env_method("get_wrapper_attr", "state")[0]
-    images = np.stack(venv.env_method("get_wrapper_attr", "_episode_images")[0])
-    vps = np.stack(venv.env_method("get_wrapper_attr", "_episode_viewpoints")[0])
+    episode = wrapper_state.episodes[0]
+    images, vps = np.stack(episode.images), np.stack(episode.viewpoints)
     expected = wrapper_state.encode(images, vps).sum(0).reshape(-1) / len(images)
     np.testing.assert_allclose(current, expected, rtol=1e-4, atol=1e-5)
     venv.close()

@@ -383,14 +383,14 @@ def test_imagination_scales_long_episodes_into_the_trained_context_range(model):
         state.add_one(0, images[i], vps[i], reset=i == 0)
         if i == k - 2:  # fewer than context_max frames: the plain sum
             r = torch.from_numpy(state.sums[:1]).expand(2, -1, -1, -1)
-            want = model.generate(r, query, generator=torch.Generator().manual_seed(3))
+            want = model.render(r, query, generator=torch.Generator().manual_seed(3), sample=True)
             got = state.imagine(0, query, seed=3, sample=True)
             np.testing.assert_array_equal(got, (want.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy())
     mean = state.sums[:1] / (3 * k)
     direct = model.encode(images, vps).detach().sum(0).numpy() / (3 * k)  # (C, h, w)
     np.testing.assert_allclose(mean[0], direct, rtol=1e-5, atol=1e-6)
     r = torch.from_numpy(mean * k).expand(2, -1, -1, -1)
-    want = model.generate(r, query, generator=torch.Generator().manual_seed(3))
+    want = model.render(r, query, generator=torch.Generator().manual_seed(3), sample=True)
     got = state.imagine(0, query, seed=3, sample=True)
     np.testing.assert_array_equal(got, (want.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy())
 
@@ -405,7 +405,8 @@ def test_refresh_re_encodes_the_episode_with_new_weights(model):
         for action in [2, 1, 2]:
             env.step(action)
         wrapper = env.get_wrapper_attr("refresh").__self__
-        images, vps = np.stack(wrapper._episode_images), np.stack(wrapper._episode_viewpoints)
+        episode = wrapper.state.episodes[0]
+        images, vps = np.stack(episode.images), np.stack(episode.viewpoints)
         with torch.no_grad():
             for p in own.parameters():
                 p.add_(0.05)  # a world-model update
@@ -435,17 +436,15 @@ def test_a_view_model_imagines_from_the_episode_frame_nearest_the_pose():
     state.add(np.array([0, 1]), images[:2], vps[:2], reset=np.array([True, True]))
     for i in range(2, 6):  # slot 0 gets every other frame, then a new episode starts in slot 1
         state.add_one(i % 2, images[i], vps[i], reset=i == 3)
-    assert [len(f) for f in state.frames] == [3, 2]
+    assert [len(e) for e in state.episodes] == [3, 2]
     query = vps[[4, 2]] + 0.01
-    got_images, got_vps = state.nearest_frames(0, query)
-    torch.testing.assert_close(got_images, torch.from_numpy(images[[4, 2]]).permute(0, 3, 1, 2).float() / 255)
-    np.testing.assert_array_equal(got_vps.numpy(), vps[[4, 2]])
     r = torch.from_numpy(state.sums[:1]).expand(2, -1, -1, -1)
-    want = model.generate(r, query, sample=False, view=(images[[4, 2]], vps[[4, 2]]))
+    # The imagined views are those rendered with the frames nearest the queries as the context.
+    want = model.render(r, query, context=(images[None, [4, 2]], vps[None, [4, 2]]))
     got = state.imagine(0, query)
     np.testing.assert_array_equal(got, (want.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy())
-    with pytest.raises(ValueError, match=r"viewpoints of shape \(\.\.\., 7\)"):
-        state.nearest_frames(1, vps[:1, :5])
+    np.testing.assert_array_equal(np.stack(state.episodes[0].images), images[[0, 2, 4]])
+    np.testing.assert_array_equal(np.stack(state.episodes[1].viewpoints), vps[[3, 5]])
     # In the env: imagine and the render panel work, and a reset forgets the last episode's frames.
     env = make(model, render_mode="rgb_array")
     try:
@@ -454,14 +453,14 @@ def test_a_view_model_imagines_from_the_episode_frame_nearest_the_pose():
         for _ in range(3):
             poses.append(env.step(2)[-1]["pose"])
         scene = env.unwrapped
-        frames = env.get_wrapper_attr("state").frames[0]
-        assert len(frames) == 4  # the state holds exactly the frames seen this episode
-        for (image, viewpoint), pose in zip(frames, poses, strict=True):
+        episode = env.get_wrapper_attr("state").episodes[0]
+        assert len(episode) == 4  # the state holds exactly the frames seen this episode
+        for image, viewpoint, pose in zip(episode.images, episode.viewpoints, poses, strict=True):
             np.testing.assert_array_equal(image, scene.render_view(pose))
             np.testing.assert_allclose(viewpoint, scene.viewpoint(Pose.from_array(pose)), atol=1e-6)
         assert env.render().ndim == 3
         assert env.get_wrapper_attr("imagine")([1.0, 1.0, 0.0]).shape == (s, s, 3)
         env.reset(seed=1)
-        assert len(env.get_wrapper_attr("state").frames[0]) == 1
+        assert len(env.get_wrapper_attr("state").episodes[0]) == 1
     finally:
         env.close()

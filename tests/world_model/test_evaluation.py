@@ -14,7 +14,7 @@ def predict_one(config, scene, query):
     model = GQN(config)
     with torch.no_grad():
         r = model.scene_representation(scene["context_images"][None], scene["context_viewpoints"][None])
-        pred = model.generate(r, scene["query_viewpoints"][query : query + 1], sample=False)
+        pred = model.render(r, scene["query_viewpoints"][query : query + 1])
     return pred[0].movedim(0, -1).double().numpy()
 
 
@@ -64,7 +64,7 @@ def test_model_and_shuffled_context_use_the_prior_mean_and_a_derangement(tiny_co
             r = model.scene_representation(
                 context_scene["context_images"][None], context_scene["context_viewpoints"][None]
             )
-            pred = model.generate(r.expand(2, *r.shape[1:]), query_scene["query_viewpoints"], sample=False)
+            pred = model.render(r.expand(2, *r.shape[1:]), query_scene["query_viewpoints"])
         truth = torch.from_numpy(query_scene["query_images"]).movedim(-1, 1).double() / 255
         return ((pred.double() - truth) ** 2).mean().item()
 

@@ -38,7 +38,7 @@ def test_shapes_and_every_parameter_gets_a_gradient(representation, share_core, 
         assert p.grad is not None and p.grad.abs().sum() > 0, name
     r = model.scene_representation(ci, cv)
     assert r.shape == (B, *config.representation_shape)
-    assert model.generate(r, qv).shape == (B, 3, config.image_size, config.image_size)
+    assert model.render(r, qv, sample=True).shape == (B, 3, config.image_size, config.image_size)
     assert model.reconstruct(r, qv, qi).shape == (B, 3, config.image_size, config.image_size)
 
 
@@ -70,13 +70,13 @@ def test_sampling_is_seeded():
     model = GQN(config)
     ci, cv, _, qv = batch(config)
     r = model.scene_representation(ci, cv)
-    a = model.generate(r, qv, generator=torch.Generator().manual_seed(1))
-    b = model.generate(r, qv, generator=torch.Generator().manual_seed(1))
-    c = model.generate(r, qv, generator=torch.Generator().manual_seed(2))
+    a = model.render(r, qv, generator=torch.Generator().manual_seed(1), sample=True)
+    b = model.render(r, qv, generator=torch.Generator().manual_seed(1), sample=True)
+    c = model.render(r, qv, generator=torch.Generator().manual_seed(2), sample=True)
     torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert not torch.equal(a, c)
     # The deterministic prediction ignores the generator.
-    torch.testing.assert_close(model.generate(r, qv, sample=False), model.generate(r, qv, sample=False))
+    torch.testing.assert_close(model.render(r, qv), model.render(r, qv))
 
 
 def _weights(model):
@@ -175,20 +175,29 @@ def test_broadcast_conv_equals_convolving_the_broadcast_vector(kernel_size, size
 
 
 def test_convlstm_fixed_gates_and_step_equal_the_plain_cell():
-    from world_model.generator import ConvLSTMCell, tap_mask
+    from world_model.generator import ChannelLayout, ConvLSTMCell, tap_mask
 
     torch.manual_seed(0)
-    cell = ConvLSTMCell(in_channels=2 + 3 + 4, hidden_channels=5, kernel_size=3)
+    layout = ChannelLayout(("dyn", 2), ("vec", 3), ("fmap", 4), ("vec2", 1), ("vec3", 2))
+    cell = ConvLSTMCell(in_channels=layout.channels, hidden_channels=5, kernel_size=3)
     with torch.no_grad():
         cell.conv.bias.normal_()
     b, s = 2, 6
     dyn, vec, fmap = torch.randn(b, 2, s, s), torch.randn(b, 3), torch.randn(b, 4, s, s)
+    vec2, vec3 = torch.randn(b, 1), torch.randn(b, 2)
     state = (torch.randn(b, 5, s, s), torch.randn(b, 5, s, s))
-    plain = cell(torch.cat([dyn, vec[:, :, None, None].expand(-1, -1, s, s), fmap], dim=1), state)
-    fixed = cell.fixed_gates([(2, vec), (5, fmap)], tap_mask(s, 3))
-    split = cell.step(fixed, dyn, cell.step_weight([(0, 2)]), state)
+    grid = [t[:, :, None, None].expand(-1, -1, s, s) for t in (vec, vec2, vec3)]
+    plain = cell(torch.cat([dyn, grid[0], fmap, *grid[1:]], dim=1), state)
+    parts = layout.parts(vec3=vec3, fmap=fmap, vec=vec, vec2=vec2)  # any order in, layout order out
+    assert [(p.start, p.stop) for p, _ in parts] == [(2, 5), (5, 9), (9, 12)]  # vec2 and vec3 joined
+    fixed = cell.fixed_gates(parts, tap_mask(s, 3))
+    split = cell.step(fixed, dyn, cell.step_weight([layout.slices["dyn"]]), state)
     for a, e in zip(split, plain, strict=True):
         torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="Unknown inputs"):
+        layout.parts(z=vec)
+    with pytest.raises(ValueError, match="'vec' has 2 channels, expected 3"):
+        layout.parts(vec=vec3)
 
 
 @pytest.mark.parametrize("representation", ["pool", "tower"])

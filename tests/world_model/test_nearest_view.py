@@ -22,9 +22,8 @@ def test_every_parameter_of_a_view_model_gets_a_gradient(share_core):
     for name, p in model.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
     r = model.scene_representation(ci, cv)
-    view = model.nearest_view(ci, cv, qv)
-    assert model.generate(r, qv, view=view).shape == (B, 3, VIEW.image_size, VIEW.image_size)
-    assert model.reconstruct(r, qv, qi, view=view).shape == (B, 3, VIEW.image_size, VIEW.image_size)
+    assert model.render(r, qv, context=(ci, cv), sample=True).shape == (B, 3, VIEW.image_size, VIEW.image_size)
+    assert model.reconstruct(r, qv, qi, context=(ci, cv)).shape == (B, 3, VIEW.image_size, VIEW.image_size)
 
 
 def test_nearest_view_picks_the_context_frame_nearest_each_query():
@@ -61,39 +60,47 @@ def test_with_zero_weights_on_the_view_inputs_it_is_the_plain_model():
     b = view(ci, cv, qi, qv, sigma=1.0, generator=gen().manual_seed(0))
     torch.testing.assert_close(a["loss"], b["loss"])
     r = plain.scene_representation(ci, cv)
-    torch.testing.assert_close(
-        plain.generate(r, qv, sample=False), view.generate(r, qv, sample=False, view=view.nearest_view(ci, cv, qv))
-    )
+    torch.testing.assert_close(plain.render(r, qv), view.render(r, qv, context=(ci, cv)))
 
 
 def test_the_view_changes_the_rendering():
     model = GQN(VIEW)
     ci, cv, _, qv = batch(VIEW)
     r = model.scene_representation(ci, cv)
-    a = model.generate(r, qv, sample=False, view=model.nearest_view(ci, cv, qv))
-    b = model.generate(r, qv, sample=False, view=model.nearest_view(255 - ci, cv, qv))
+    a = model.render(r, qv, context=(ci, cv))
+    b = model.render(r, qv, context=(255 - ci, cv))
     assert not torch.allclose(a, b)
 
 
-def test_a_view_model_needs_a_well_formed_view():
+def test_one_scene_context_serves_every_query():
     model = GQN(VIEW)
     ci, cv, _, qv = batch(VIEW)
+    r = model.scene_representation(ci[:1], cv[:1]).expand(B, -1, -1, -1)
+    shared = model.render(r, qv, context=(ci[:1], cv[:1]))
+    repeated = model.render(r, qv, context=(np.repeat(ci[:1], B, axis=0), np.repeat(cv[:1], B, axis=0)))
+    torch.testing.assert_close(shared, repeated, rtol=0, atol=0)
+
+
+def test_a_view_model_needs_a_well_formed_context():
+    model = GQN(VIEW)
+    ci, cv, qi, qv = batch(VIEW)
     r = model.scene_representation(ci, cv)
-    with pytest.raises(ValueError, match="nearest context view"):
-        model.generate(r, qv)
-    images, viewpoints = model.nearest_view(ci, cv, qv)
-    with pytest.raises(ValueError, match="Expected 3 view"):
-        model.generate(r, qv, view=(images[:2], viewpoints[:2]))
+    with pytest.raises(ValueError, match="context view nearest each query"):
+        model.render(r, qv)
+    with pytest.raises(ValueError, match="context view nearest each query"):
+        model.reconstruct(r, qv, qi)
+    with pytest.raises(ValueError, match="2 contexts but 3 query viewpoints"):
+        model.render(r, qv, context=(ci[:2], cv[:2]))
     with pytest.raises(ValueError, match="NaN"):
-        model.generate(r, qv, view=(images, viewpoints * np.nan))
+        model.render(r, qv, context=(ci, cv * np.nan))
+    with pytest.raises(ValueError, match="a pair"):
+        model.render(r, qv, context=ci)
     with pytest.raises(ValueError, match="query viewpoints"):
         model.nearest_view(ci, cv, qv[:2])
-    # A plain model ignores a view.
+    # A plain model ignores a context.
     plain = GQN(GQNConfig.tiny())
     r = plain.scene_representation(ci, cv)
-    torch.testing.assert_close(
-        plain.generate(r, qv, sample=False), plain.generate(r, qv, sample=False, view=(images, viewpoints))
-    )
+    torch.testing.assert_close(plain.render(r, qv), plain.render(r, qv, context=(ci, cv)), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("value", [-1, True, 1.5])
@@ -107,14 +114,9 @@ def test_view_channels_is_architecture():
 
 
 def test_evaluation_hands_a_view_model_the_nearest_context_view():
-    """A view model whose output copies its view input scores exactly the nearest-view baseline."""
-
-    class CopyView(GQN):
-        def generate(self, r, query_viewpoints, generator=None, sample=True, view=None):
-            assert view is not None
-            return self._check_view(view, len(query_viewpoints))[0]
-
-    model = CopyView(VIEW)
+    """A view model whose generator copies its view input scores exactly the nearest-view baseline."""
+    model = GQN(VIEW)
+    model.generator.run = lambda r, viewpoints, view=None, **kwargs: (view[0], None)
     rng = np.random.default_rng(1)
     s = VIEW.image_size
     scenes = [
