@@ -4,6 +4,12 @@
 image size and wraps it in :class:`gqn_env.wrappers.GQNRepresentation` with the
 bundled world model (a ``cpu``-preset GQN trained by this project, shipped in
 ``gqn_env/assets``), so it is useful on first use with no training and no download.
+
+The default observation is what PPO learns fastest from on the project's RL
+benchmark (docs/rl.md): the current frame's per-patch map (``patches``), its
+encoding (``view``) and the ``viewpoint``, :data:`DEFAULT_OBS_KEYS`. The episode's
+scene representation (``representation``, the paper's r) is one ``obs_keys``
+entry away; on that benchmark it slowed the policy down.
 """
 
 from __future__ import annotations
@@ -21,6 +27,11 @@ from gqn_env.registration import max_episode_steps_from_gym_make
 BUNDLED_CHECKPOINT = Path(__file__).resolve().parent.parent / "assets" / "gqn_maze_cpu.pt"
 
 _MODEL_CACHE: dict[tuple[str, str], Any] = {}
+
+#: The default observation keys (module docstring); a model without the ``patch``
+#: representation network has no ``patches``, and gets :data:`DEFAULT_OBS_KEYS_NO_PATCHES`.
+DEFAULT_OBS_KEYS = ("patches", "view", "viewpoint")
+DEFAULT_OBS_KEYS_NO_PATCHES = ("view", "viewpoint")
 
 
 def bundled_checkpoint() -> Path:
@@ -57,7 +68,7 @@ def make_gqn_maze(
     image_size: int | None = None,
     model: Any = None,
     checkpoint: str | Path | None = None,
-    obs_keys: Sequence[str] = ("representation", "viewpoint"),
+    obs_keys: Sequence[str] | None = None,
     scale: str = "mean",
     device: str | torch.device = "cpu",
     render_mode: str | None = None,
@@ -75,7 +86,7 @@ def make_gqn_maze(
         checkpoint: A checkpoint path to load instead of the bundled one (not with ``model``).
         obs_keys: Observation keys, from ``representation``, ``view`` (the current frame's encoding),
             ``patches`` (its per-patch map), ``recall`` (the maps of the episode's frames nearest the
-            views to the left, behind and right), ``viewpoint``, ``image``.
+            views to the left, behind and right), ``viewpoint``, ``image``. Default (None): :data:`DEFAULT_OBS_KEYS`.
         scale: ``"mean"`` or ``"sum"`` of per-frame encodings (see the wrapper).
         device: Where the encoder runs.
         render_mode: ``"rgb_array"`` shows true view | imagined view | map.
@@ -105,7 +116,7 @@ def make_gqn_maze(
         check_model(model)
     if checkpoint is not None and not isinstance(checkpoint, (str, Path)):
         raise ValueError(f"checkpoint must be a path to a checkpoint file, got {checkpoint!r}")
-    check_options(obs_keys, scale)
+    check_options(DEFAULT_OBS_KEYS if obs_keys is None else obs_keys, scale)
     if not isinstance(emit_frames, bool):
         raise ValueError(f"emit_frames must be True or False, got {emit_frames!r}")
     check_device(device)
@@ -121,6 +132,8 @@ def make_gqn_maze(
 
     if model is None:
         model = load_world_model(checkpoint, device)
+    if obs_keys is None:
+        obs_keys = DEFAULT_OBS_KEYS if hasattr(model.representation, "patch_map") else DEFAULT_OBS_KEYS_NO_PATCHES
     check_options(obs_keys, scale, model)
     size = model.config.image_size if image_size is None else image_size
     check_image_size((size, size) if isinstance(size, int) else size, model.config.image_size)

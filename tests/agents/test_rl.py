@@ -73,7 +73,7 @@ def test_world_model_callback_feeds_the_buffer_and_updates_the_weights(tiny_mode
         2,
         seed=0,
         model=trainer.model,
-        env_kwargs={**TINY_SCENE, "image_size": config.image_size},
+        env_kwargs={**TINY_SCENE, "image_size": config.image_size, "obs_keys": ("representation", "viewpoint")},
     )
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     callback = WorldModelCallback(trainer, buffer, updates_per_rollout=3, min_frames=8)

@@ -11,7 +11,7 @@ import torch
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-from gqn_env.envs import maze_scene
+from gqn_env.envs import gqn_maze, maze_scene
 from gqn_env.envs.viewpoint import Pose
 from gqn_env.wrappers import GQNRepresentation, GQNRepresentationVector, representation
 from world_model import GQN, GQNConfig
@@ -26,6 +26,7 @@ def model():
 
 
 def make(model, **kwargs):
+    kwargs.setdefault("obs_keys", ("representation", "viewpoint"))  # most tests are about r
     return gym.make("GQNMaze-v0", model=model, **{**SCENE, **kwargs})
 
 
@@ -298,19 +299,22 @@ def _make_from_checkpoint(path):
 
 @pytest.mark.slow
 def test_async_vector_env_with_forkserver(tiny_checkpoint):
+    """The default observation (patches, view, viewpoint) under Gymnasium's process-based vector env."""
     envs = gym.vector.AsyncVectorEnv([_make_from_checkpoint(tiny_checkpoint)] * 2, context="forkserver")
     try:
         obs, _ = envs.reset(seed=0)
-        assert obs["representation"].shape == (2, GQNConfig.tiny().representation_size)
+        assert set(obs) == set(gqn_maze.DEFAULT_OBS_KEYS)
+        assert obs["view"].shape == (2, GQNConfig.tiny().representation_size)
         for _ in range(3):
             obs, *_ = envs.step(np.array([2, 0]))
-        assert np.all(np.isfinite(obs["representation"]))
+        assert all(np.all(np.isfinite(v)) for v in obs.values())
         # Sub-env 0 matches a single env in this process with the same seed and actions.
         single = gym.make("GQNMaze-v0", checkpoint=tiny_checkpoint, **SCENE)
         single.reset(seed=0)
         for _ in range(3):
             ref, *_ = single.step(2)
-        np.testing.assert_allclose(obs["representation"][0], ref["representation"], rtol=1e-5, atol=1e-6)
+        for key in gqn_maze.DEFAULT_OBS_KEYS:
+            np.testing.assert_allclose(obs[key][0], ref[key], rtol=1e-5, atol=1e-6)
         single.close()
     finally:
         envs.close()
@@ -320,16 +324,31 @@ def test_async_vector_env_with_forkserver(tiny_checkpoint):
 def test_sb3_subproc_and_dummy_vec_env(tiny_checkpoint):
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
+    grid = GQN(GQNConfig.tiny()).representation.grid
     for cls in (DummyVecEnv, SubprocVecEnv):
         venv = cls([_make_from_checkpoint(tiny_checkpoint)] * 2)
         try:
             venv.seed(1)
             obs = venv.reset()
             obs, rewards, dones, infos = venv.step(np.array([2, 2]))
-            assert obs["representation"].shape == (2, GQNConfig.tiny().representation_size)
+            assert obs["patches"].shape == (2, GQNConfig.tiny().tower_channels, grid, grid)
+            assert obs["view"].shape == (2, GQNConfig.tiny().representation_size)
             assert "pose" in infos[0]
         finally:
             venv.close()
+
+
+def test_default_observation_is_patches_view_viewpoint_or_without_patches(model):
+    env = gym.make("GQNMaze-v0", model=model, **SCENE)
+    pool = gym.make("GQNMaze-v0", model=GQN(GQNConfig.tiny().replace(representation="pool")), **SCENE)
+    try:
+        assert tuple(env.observation_space.spaces) == gqn_maze.DEFAULT_OBS_KEYS == ("patches", "view", "viewpoint")
+        assert tuple(pool.observation_space.spaces) == gqn_maze.DEFAULT_OBS_KEYS_NO_PATCHES
+        obs, _ = env.reset(seed=0)
+        assert env.observation_space.contains(obs)
+    finally:
+        env.close()
+        pool.close()
 
 
 def test_default_gqn_maze_uses_the_bundled_model():
@@ -342,7 +361,7 @@ def test_default_gqn_maze_uses_the_bundled_model():
         "env = gym.make('GQNMaze-v0')\n"
         "obs, info = env.reset(seed=0)\n"
         "obs, *_ = env.step(2)\n"
-        "print(sorted(obs), obs['representation'].shape, env.get_wrapper_attr('imagine')(info['pose']).shape)\n"
+        "print(sorted(obs), obs['view'].shape, env.get_wrapper_attr('imagine')(info['pose']).shape)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -350,7 +369,7 @@ def test_default_gqn_maze_uses_the_bundled_model():
 
     config = load_world_model().config
     size = config.image_size
-    assert f"['representation', 'viewpoint'] ({config.representation_size},) ({size}, {size}, 3)" in result.stdout
+    assert f"['patches', 'view', 'viewpoint'] ({config.representation_size},) ({size}, {size}, 3)" in result.stdout
 
 
 def test_bundled_gqn_maze_passes_check_env_and_is_deterministic():
@@ -361,7 +380,8 @@ def test_bundled_gqn_maze_passes_check_env_and_is_deterministic():
         a, _ = env.reset(seed=5)
         b, _ = twin.reset(seed=5)
         for action in [2, 2, 0, 2]:
-            np.testing.assert_array_equal(a["representation"], b["representation"])
+            for key in a:
+                np.testing.assert_array_equal(a[key], b[key])
             a, *_ = env.step(action)
             b, *_ = twin.step(action)
     finally:
