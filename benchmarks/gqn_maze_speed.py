@@ -44,7 +44,7 @@ def main() -> None:
     size = model.config.image_size
     envs = {
         "GQNMazeScene-S3-v0 (raw)": gym.make("GQNMazeScene-S3-v0", image_size=size),
-        "GQNMaze-S3-v0 (representation)": gym.make("GQNMaze-S3-v0", model=model),
+        "GQNMaze-S3-v0 (default observation)": gym.make("GQNMaze-S3-v0", model=model),
     }
     rng = np.random.default_rng(0)
     for env in envs.values():

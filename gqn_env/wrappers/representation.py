@@ -54,6 +54,7 @@ import torch
 from gymnasium import spaces
 
 from gqn_env.envs.viewpoint import VIEWPOINT_DIM, Pose
+from world_model.representation import NumpyPatchEncoder, PatchRepresentation
 
 OBS_KEYS = ("representation", "view", "patches", "recall", "viewpoint", "image")
 #: Heading offsets of the ``recall`` queries (radians, counter-clockwise): left, behind, right.
@@ -159,6 +160,10 @@ class RepresentationState:
             self.patches = np.zeros((num_scenes, self.config.tower_channels, g, g), dtype=np.float32)
         self.keep_recall = recall
         self.episodes = [Episode() for _ in range(num_scenes)]
+        # The per-step path of a patch network on the CPU runs in numpy (see add_one).
+        net = model.representation
+        cpu = self.device.type == "cpu" and all(t.dtype == torch.float32 for t in net.parameters())
+        self._numpy_encoder = NumpyPatchEncoder(net) if cpu and isinstance(net, PatchRepresentation) else None
 
     @property
     def size(self) -> int:
@@ -230,9 +235,16 @@ class RepresentationState:
             self.episodes[slot].append(images[i], viewpoints[i], patch_map, reset is not None and bool(reset[i]))
 
     def add_one(self, slot: int, image: np.ndarray, viewpoint: np.ndarray, reset: bool) -> None:
-        """:meth:`add` for a single frame, without the per-call array bookkeeping (the per-step path)."""
+        """:meth:`add` for a single frame, without the per-call array bookkeeping (the per-step path).
+
+        A ``patch`` network on the CPU encodes in numpy (:class:`world_model.representation.NumpyPatchEncoder`:
+        the same pass without torch's per-operation overhead); other models through torch.
+        """
         images, viewpoints = self._prepare(image[None], viewpoint[None])
-        r, patches = self._encode(images, viewpoints)
+        if self._numpy_encoder is not None:
+            r, patches = self._numpy_encoder(images, viewpoints)
+        else:
+            r, patches = self._encode(images, viewpoints)
         r = r[0]  # (C, h, w)
         if reset:
             self.sums[slot] = r

@@ -254,3 +254,34 @@ def test_overrides_from_strings_are_typed_and_checked():
     ]:
         with pytest.raises(ValueError, match=message):
             GQNConfig.cpu().with_overrides([bad])
+
+
+def test_numpy_patch_encoder_matches_torch_and_follows_weight_updates():
+    from world_model.representation import NumpyPatchEncoder
+
+    config = GQNConfig.tiny().replace(representation="patch")
+    model = GQN(config)
+    net = model.representation
+    encoder = NumpyPatchEncoder(net)
+    rng = np.random.default_rng(0)
+    size = config.image_size
+    images = rng.integers(0, 256, (3, size, size, 3), dtype=np.uint8)
+    viewpoints = rng.uniform(-1, 1, (3, config.viewpoint_dim)).astype(np.float32)
+
+    def torch_pass():
+        with torch.no_grad():
+            x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+            patches = net.patch_map(x)
+            return net.head(patches, torch.from_numpy(viewpoints)).numpy(), patches.permute(0, 3, 1, 2).numpy()
+
+    for _ in range(2):
+        r, patches = encoder(images, viewpoints)
+        r_torch, patches_torch = torch_pass()
+        assert r.shape == r_torch.shape and patches.shape == patches_torch.shape
+        np.testing.assert_allclose(r, r_torch, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(patches, patches_torch, rtol=1e-5, atol=1e-6)
+        # An optimizer step changes the weights in place: the next call must see it.
+        optimizer = torch.optim.SGD(net.parameters(), lr=0.5)
+        net(torch.rand(2, 3, size, size), torch.rand(2, config.viewpoint_dim)).square().sum().backward()
+        optimizer.step()
+        assert not np.allclose(encoder(images, viewpoints)[0], r)
