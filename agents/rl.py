@@ -117,12 +117,7 @@ def make_vec_env(
 
     def factory(i: int) -> Callable[[], gym.Env]:
         def make() -> gym.Env:
-            env = build()
-            # gym.make gives max_episode_steps to its TimeLimit only; the scene truncates (and scales its
-            # reward) by its own limit, so set that too: both then end episodes at the same step.
-            if kwargs.get("max_episode_steps") is not None:
-                env.unwrapped.max_episode_steps = int(kwargs["max_episode_steps"])
-            env = Monitor(env, info_keywords=("is_success",))
+            env = Monitor(build(), info_keywords=("is_success",))
             env.reset(seed=seed * 1000 + i)
             return env
 

@@ -104,8 +104,8 @@ def collect(args: argparse.Namespace) -> list[list[dict]]:
         "GQNMaze-S2-v0",
         image_size=64,
         obs_keys=("representation", "view", "patches", "viewpoint", "image"),
+        max_episode_steps=args.episode_steps,
     )
-    env.unwrapped.max_episode_steps = args.episode_steps  # the scene's own limit (gym.make's goes to TimeLimit)
     rng = np.random.default_rng(args.seed)
     episodes = [walk(env, PROBE_SEED_BASE + i, args.episode_steps, rng) for i in range(args.scenes)]
     env.close()

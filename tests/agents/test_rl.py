@@ -137,3 +137,22 @@ def test_train_agent_example_trains_saves_and_evaluates(tmp_path):
     run = subprocess.run([*common, "--load", str(tmp_path / "a"), "--episodes", "2"], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "success rate" in run.stdout
+
+
+def test_vec_env_episodes_end_at_the_given_limit_with_the_scene_reward_scaled_by_it():
+    """One limit drives gym.make's TimeLimit and the scene's own truncation and reward (default: 48 steps)."""
+    venv = make_vec_env("state_oracle", "GQNMazeScene-v0", 1, seed=0, env_kwargs=TINY_SCENE)
+    try:
+        assert venv.get_attr("max_episode_steps")[0] == 20
+        venv.reset()
+        ends = []
+        for _ in range(60):
+            _, rewards, dones, infos = venv.step(np.array([0]))  # turning on the spot
+            if dones[0]:
+                ends.append((infos[0]["episode"]["l"], infos[0]["is_success"], float(rewards[0])))
+        truncated = [end for end in ends if not end[1]]
+        assert truncated and all(length == 20 for length, _, _ in truncated)
+        for length, _, reward in (end for end in ends if end[1]):  # spawned in reach of the goal
+            assert reward == pytest.approx(1 - 0.2 * length / 20)
+    finally:
+        venv.close()
