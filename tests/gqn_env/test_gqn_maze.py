@@ -56,6 +56,10 @@ def test_one_encoder_pass_per_step_and_running_sum(model):
     env = make(model, scale="sum", obs_keys=("representation", "view", "viewpoint"))
     calls = []
     hook = model.representation.register_forward_hook(lambda module, inputs, output: calls.append(len(inputs[0])))
+    state = env.get_wrapper_attr("state")
+    numpy_encoder = state._numpy_encoder  # the per-step path of a patch network on the CPU
+    assert numpy_encoder is not None
+    state._numpy_encoder = lambda images, viewpoints: calls.append(len(images)) or numpy_encoder(images, viewpoints)
     try:
         obs, _ = env.reset(seed=1)
         frames = [env.unwrapped.render_obs()]
