@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 import torch
@@ -141,6 +143,7 @@ def test_config_round_trip_and_presets():
     for name in ("tiny", "cpu", "paper"):
         config = GQNConfig.preset(name)
         assert GQNConfig.from_dict(config.to_dict()) == config
+        assert pickle.loads(pickle.dumps(config)) == config  # the attribute pass-through survives pickling
     paper = GQNConfig.paper()
     assert (paper.r_channels, paper.num_layers, paper.hidden_channels, paper.core_kernel_size) == (256, 12, 128, 5)
     assert (paper.image_size, paper.batch_size, paper.sigma_anneal_steps, paper.lr_anneal_steps) == (
