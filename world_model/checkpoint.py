@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from world_model.atomic import atomic_path
-from world_model.config import GQNConfig
+from world_model.config import MODEL_FIELDS, TRAIN_FIELDS, GQNConfig, ModelConfig
 
 FORMAT = "gqn-gym-checkpoint"
 FORMAT_VERSION = 2
@@ -79,8 +79,6 @@ def migrate_config(data: Mapping[str, Any]) -> dict[str, Any]:
     """
     if set(data) <= {"model", "train"}:
         return {key: dict(data.get(key, {})) for key in ("model", "train")}
-    from world_model.config import MODEL_FIELDS, TRAIN_FIELDS, ModelConfig
-
     unknown = sorted(set(data) - set(_FLAT_DEFAULTS) - set(TRAIN_FIELDS))
     if unknown:
         raise ValueError(f"Unknown config keys {unknown}")
