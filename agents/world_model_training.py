@@ -428,9 +428,8 @@ def train(run: RunConfig, hooks: Sequence[Hook] = ()) -> TrainingLoop:
         loop = TrainingLoop(trainer, buffer, rank, world, start, budget_s, run.steps)
         if saved is not None:
             loop.say(f"resuming from {run.checkpoint} at step {trainer.step_count}")
-            before = saved.to_dict()
             if config != saved:
-                loop.say(f"with changed settings { {k: v for k, v in config.to_dict().items() if before[k] != v} }")
+                loop.say(f"with changed settings {config.changes_from(saved)}")
         if world > 1:
             loop.say(
                 f"world size {world}, backend {dist.get_backend()}, global batch {config.batch_size}, "

@@ -36,8 +36,8 @@ def candidates() -> dict[str, GQNConfig]:
     cpu = GQNConfig.cpu()
     return {
         "cpu": cpu,
-        "cpu-previous": cpu.replace(hidden_channels=64, inference_channels=0, view_channels=0),
-        "cpu-wide-inference": cpu.replace(inference_channels=0),
+        "cpu-previous": cpu.replace(hidden_channels=64, inference_channels=64, view_channels=0),
+        "cpu-wide-inference": cpu.replace(inference_channels=cpu.hidden_channels),
         "cpu-h64": cpu.replace(hidden_channels=64),
         "cpu-h128": cpu.replace(hidden_channels=128),
         "cpu-h128-L4": cpu.replace(hidden_channels=128, num_layers=4),

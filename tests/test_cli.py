@@ -44,7 +44,7 @@ def test_collect_train_resume_evaluate(tmp_path):
     )
     two = ["--store", "s.gqnstore", "t.gqnstore", "--offline", "--steps", "1", "--set", "num_layers=3"]
     gqn_gym("train", "--preset", "tiny", "--checkpoint", "d.pt", "--no-progress", *two, cwd=tmp_path)
-    assert load_checkpoint(tmp_path / "d.pt")["config"]["num_layers"] == 3
+    assert load_checkpoint(tmp_path / "d.pt")["config"]["model"]["num_layers"] == 3
     bad = subprocess.run(
         [sys.executable, "-m", "gqn_env.cli", "train", "--preset", "tiny", "--set", "layers=3", "--steps", "1"],
         cwd=tmp_path,
@@ -60,7 +60,7 @@ def test_collect_train_resume_evaluate(tmp_path):
     # A resumed run may extend its schedules, not change its architecture.
     out = gqn_gym("train", *common, "--resume", "--steps", "7", "--set", "lr_anneal_steps=500", cwd=tmp_path)
     assert "'lr_anneal_steps': 500" in out
-    assert load_checkpoint(tmp_path / "c.pt")["config"]["lr_anneal_steps"] == 500
+    assert load_checkpoint(tmp_path / "c.pt")["config"]["train"]["lr_anneal_steps"] == 500
     bad = subprocess.run(
         [sys.executable, "-m", "gqn_env.cli", "train", *common, "--resume", "--steps", "8", "--set", "num_layers=3"],
         cwd=tmp_path,

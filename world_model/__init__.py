@@ -4,7 +4,7 @@ Imports torch and numpy only (never MiniWorld or OpenGL).
 """
 
 from world_model.checkpoint import CheckpointError, load_checkpoint, load_model, load_weights, save_checkpoint
-from world_model.config import GQNConfig
+from world_model.config import GQNConfig, ModelConfig, TrainConfig
 from world_model.data import SceneBuffer
 from world_model.evaluation import evaluate
 from world_model.model import GQN
@@ -16,9 +16,11 @@ __all__ = [
     "BackgroundTrainer",
     "CheckpointError",
     "GQNConfig",
+    "ModelConfig",
     "SceneBuffer",
     "SceneStore",
     "StoreWriter",
+    "TrainConfig",
     "Trainer",
     "evaluate",
     "load_checkpoint",

@@ -6,7 +6,7 @@ whose restricted unpickler refuses arbitrary objects, so a hostile file cannot
 execute code. The content (``FORMAT_VERSION`` 2)::
 
     {"format": "gqn-gym-checkpoint", "version": 2,
-     "config": GQNConfig.to_dict(), "model": state_dict,
+     "config": GQNConfig.to_dict() ({"model": {...}, "train": {...}}), "model": state_dict,
      "optimizer": optimizer state_dict or None, "step": int, "skipped_steps": int,
      "numpy_rng": bit-generator state (plain dict), "torch_rng": uint8 tensor,
      "torch_rng_device": "cpu" or "cuda" (absent: "cpu"), "extra": dict of plain values}
@@ -16,7 +16,8 @@ checksum: ``{"format", "version": 2, "crc32": int, "payload": uint8 tensor}``,
 where ``payload`` is the ``torch.save`` bytes of the content and ``crc32`` their
 zlib CRC-32, so a flipped bit anywhere in weights, optimizer state or step counts
 is an error rather than a silently different model. (Version 1 files, the
-content without the wrapper, are still read.)
+content without the wrapper, are still read.) Configs saved before the split into
+``model`` and ``train`` (one flat dict) are read through :func:`migrate_config`.
 
 Writes are atomic: a temporary file in the same folder, flushed and fsynced,
 then ``os.replace``d over the target, so a crash never leaves a torn checkpoint.
@@ -39,7 +40,7 @@ import torch
 from torch import nn
 
 from world_model.atomic import atomic_path
-from world_model.config import GQNConfig
+from world_model.config import MODEL_FIELDS, TRAIN_FIELDS, GQNConfig, ModelConfig
 
 FORMAT = "gqn-gym-checkpoint"
 FORMAT_VERSION = 2
@@ -48,6 +49,52 @@ READABLE_VERSIONS = (1, 2)
 
 class CheckpointError(ValueError):
     """A file is not a readable, compatible checkpoint."""
+
+
+# The flat config's defaults when checkpoints were saved in that layout: a field missing from such a
+# dict was added after the file was written and takes the value that reproduces the old behaviour.
+_FLAT_DEFAULTS: dict[str, Any] = {
+    "image_size": 32, "viewpoint_dim": 7, "representation": "patch", "r_channels": 64, "tower_channels": 64,
+    "tower_layout": "compact", "hidden_channels": 64, "inference_channels": 0, "view_channels": 0,
+    "z_channels": 8, "num_layers": 6, "core_kernel_size": 3, "share_core": True, "downsample": 4,
+}  # fmt: skip
+
+
+def migrate_config(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A checkpoint's config in the current layout, ``{"model": {...}, "train": {...}}``.
+
+    A dict already in that layout is returned as it is. An older one, one flat dict of
+    every field (``GQNConfig`` before the split into architecture and training), is
+    mapped field by field: the training fields go to ``train``, and of the architecture
+
+    * ``inference_channels`` 0 (or absent) meant "as wide as ``hidden_channels``";
+    * ``view_channels`` absent meant 0, no nearest-view input;
+    * ``tower_channels`` was also the ``patch`` network's width: for a ``patch`` model it
+      becomes ``patch_channels`` (the tower width then takes the current default, unused);
+    * ``tower_layout`` is gone with its ``compact`` variant: a ``tower`` or ``pool`` model
+      needs ``paper``, a ``patch`` model ignores it.
+
+    Raises:
+        ValueError: If the dict is neither layout, or holds a variant that no longer exists.
+    """
+    if set(data) <= {"model", "train"}:
+        return {key: dict(data.get(key, {})) for key in ("model", "train")}
+    unknown = sorted(set(data) - set(_FLAT_DEFAULTS) - set(TRAIN_FIELDS))
+    if unknown:
+        raise ValueError(f"Unknown config keys {unknown}")
+    old = {**_FLAT_DEFAULTS, **{k: v for k, v in data.items() if k in _FLAT_DEFAULTS}}
+    model = {k: old[k] for k in MODEL_FIELDS if k in old}
+    model["inference_channels"] = old["inference_channels"] or old["hidden_channels"]
+    if old["representation"] == "patch":
+        model["patch_channels"] = old["tower_channels"]
+        model["tower_channels"] = ModelConfig.tower_channels
+    elif old["tower_layout"] != "paper":
+        raise ValueError(
+            f"a {old['representation']!r} model with the {old['tower_layout']!r} tower layout, which was removed "
+            "(only the paper's tower remains)"
+        )
+    model = {k: model[k] for k in MODEL_FIELDS if k in model}  # in field order
+    return {"model": model, "train": {k: data[k] for k in TRAIN_FIELDS if k in data}}
 
 
 def save_checkpoint(
@@ -201,8 +248,9 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
         if key not in data:
             raise CheckpointError(f"{path} lacks the {key!r} entry")
     try:
+        data["config"] = migrate_config(data["config"])
         GQNConfig.from_dict(data["config"])
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, AttributeError) as err:
         raise CheckpointError(f"{path} holds an invalid config: {err}") from None
     return data
 
@@ -212,7 +260,7 @@ def check_compatible(data: Mapping[str, Any], config: GQNConfig, path: str | os.
 
     The error names every differing field as ``field: (saved, expected)``.
     """
-    saved = GQNConfig.from_dict(data["config"]).architecture()
+    saved = GQNConfig.from_dict(migrate_config(data["config"])).architecture()
     wanted = config.architecture()
     diff = {k: (saved[k], wanted[k]) for k in wanted if saved[k] != wanted[k]}
     if diff:
@@ -259,7 +307,7 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu")
     from world_model.model import GQN
 
     data = load_checkpoint(path, map_location=device)
-    model = GQN(GQNConfig.from_dict(data["config"]))
+    model = GQN(GQNConfig.from_dict(data["config"]))  # load_checkpoint migrated it
     load_weights(model, data, strict_config=False)
     return model.to(device).eval()
 

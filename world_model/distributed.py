@@ -44,6 +44,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from world_model.checkpoint import migrate_config
 from world_model.config import GQNConfig
 from world_model.trainer import Trainer
 
@@ -120,7 +121,8 @@ class DistributedTrainer(Trainer):
 
     def load_state(self, data: dict[str, Any], path: str | Path = "checkpoint") -> None:
         """Restore weights, optimizer and step; reseed this rank's generators for that step."""
-        data = {**data, "config": {**data["config"], "batch_size": self.config.batch_size}}
+        saved = migrate_config(data["config"])
+        data = {**data, "config": {**saved, "train": {**saved["train"], "batch_size": self.config.batch_size}}}
         super().load_state(data, path)
         self._reseed(self.step_count)
 

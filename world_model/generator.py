@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from world_model.config import GQNConfig
+from world_model.config import ModelConfig
 from world_model.representation import patchify
 
 _LOGVAR_MIN, _LOGVAR_MAX = -10.0, 10.0
@@ -213,10 +213,10 @@ class ConvDRAW(nn.Module):
     ``[z (Z), v (D), r (R)]`` (then ``[view (V), view_offset (D)]``, the nearest view's
     map and pose offset, when ``config.view_channels`` = V > 0), inference
     ``[x (I), h_gen (H), v (D), r (R)]``, each followed by the core's own hidden state
-    (H channels for the generator, I = ``config.inference_size`` for the inference core).
+    (H channels for the generator, I = ``config.inference_channels`` for the inference core).
     """
 
-    def __init__(self, config: GQNConfig) -> None:
+    def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
         hid, z, r, d, k = (
@@ -233,7 +233,7 @@ class ConvDRAW(nn.Module):
         self.generator_inputs = ChannelLayout(("z", z), ("v", d), ("r", r), *view_inputs)
         gen_in = self.generator_inputs.channels
         self.generator_cores = nn.ModuleList(ConvLSTMCell(gen_in, hid, k) for _ in range(cores))
-        inf = config.inference_size
+        inf = config.inference_channels
         self.inference_inputs = ChannelLayout(("x", inf), ("h_gen", hid), ("v", d), ("r", r))
         inf_in = self.inference_inputs.channels
         self.inference_cores = nn.ModuleList(ConvLSTMCell(inf_in, inf, k) for _ in range(cores))
@@ -282,7 +282,7 @@ class ConvDRAW(nn.Module):
         """
         cfg = self.config
         b, s, hid = viewpoints.shape[0], cfg.hidden_size, cfg.hidden_channels
-        inf = cfg.inference_size
+        inf = cfg.inference_channels
         mask = self.tap_mask
         # Everything that does not change over the L steps, once per pass (per core if unshared).
         r = r.flatten(1) if r.shape[-1] == 1 else r  # pooled r: a vector (B, R), joined with v; else (B, R, s, s)

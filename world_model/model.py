@@ -120,8 +120,8 @@ class GQN(nn.Module):
         # Initialise from config.seed without touching the global RNG's state.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
-            self.representation = make_representation(config)
-            self.generator = ConvDRAW(config)
+            self.representation = make_representation(config.model)
+            self.generator = ConvDRAW(config.model)
 
     @property
     def device(self) -> torch.device:

@@ -12,27 +12,20 @@ And one of our own, for agents that encode a frame at every env step:
 * ``PatchRepresentation``: a vector r like ``pool``, computed by linear layers
   only: non-overlapping ``downsample``-pixel patches, a 2x2 merge of
   neighbouring patches, and a dense head over the whole (position-aware) map and
-  the viewpoint. About 1 MFLOP per 32x32 view against 13 for the compact tower.
+  the viewpoint. About 1 MFLOP per 32x32 view against 13 for a one-convolution-per-stage tower.
   The reason is per-call cost, not FLOPs: on one CPU thread a single 3x3
   convolution over a 4x4 map with 64 channels takes ~67 us (oneDNN's small-input
   path) while a 64x64 linear layer takes ~5 us, so the tower costs ~0.5 ms per
   frame and this network a fraction of that (``benchmarks/gqn_maze_speed.py``).
 
-``config.tower_layout`` picks the tower's depth:
-
-* ``"paper"``: the published tower, layer for layer: a 2x2/2 convolution, a
-  residual block (3x3 then 2x2/2, skip 2x2/2) down to the hidden resolution, the
-  viewpoint concatenated, a residual block of 3x3 convolutions (skip 3x3), and a
-  1x1 convolution. Wide layers have ``r_channels``, narrow ones ``tower_channels``
-  (256 and 128 in the paper).
-* ``"compact"`` (the ``cpu`` preset): the same stages with one convolution each
-  (``tower_channels`` wide): strided 2x2 convolutions, one 3x3 over the image
-  features and viewpoint, one residual 3x3, and a 1x1 to ``r_channels``; about
-  half the paper tower's cost per view.
-
-Any ``downsample`` that is a power of two works: the first ``log2(downsample) - 1``
-strided convolutions form a stem before the last (residual, in the paper layout)
-downsampling stage.
+The tower is the published one, layer for layer: a 2x2/2 convolution, a
+residual block (3x3 then 2x2/2, skip 2x2/2) down to the hidden resolution, the
+viewpoint concatenated, a residual block of 3x3 convolutions (skip 3x3), and a
+1x1 convolution. Wide layers have ``r_channels``, narrow ones ``tower_channels``
+(256 and 128 in the paper). Any ``downsample`` >= 2 that is a power of two works:
+the first ``log2(downsample) - 1`` strided convolutions form a stem before the
+last, residual, downsampling stage. (A one-convolution-per-stage ``compact``
+layout existed; no preset used it, and it was removed.)
 
 The scene representation is the *sum* of these over a scene's views (done by
 the model, so it can also be updated one frame at a time).
@@ -47,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from world_model.config import GQNConfig
+from world_model.config import ModelConfig
 
 
 def _broadcast(viewpoints: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -56,31 +49,18 @@ def _broadcast(viewpoints: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 class TowerRepresentation(nn.Module):
-    """The tower, sized by the config (no hard-coded channel arithmetic).
+    """The paper's tower, sized by the config (no hard-coded channel arithmetic).
 
     Args:
-        config: Uses ``tower_layout``, ``r_channels``, ``tower_channels``,
+        config: Uses ``r_channels`` (wide layers), ``tower_channels`` (narrow ones),
             ``viewpoint_dim`` and ``downsample``.
     """
 
-    def __init__(self, config: GQNConfig) -> None:
+    def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.layout = config.tower_layout
         c, v, r = config.tower_channels, config.viewpoint_dim, config.r_channels
         stages = int(math.log2(config.downsample))
-        if self.layout == "compact":
-            layers: list[nn.Module] = []
-            in_ch = 3
-            for _ in range(stages):
-                layers += [nn.Conv2d(in_ch, c, 2, stride=2), nn.ReLU()]
-                in_ch = c
-            self.stem = nn.Sequential(*layers) if layers else nn.Conv2d(3, c, 3, padding=1)
-            self.mix = nn.Conv2d(c + v, c, 3, padding=1)
-            self.res = nn.Conv2d(c, c, 3, padding=1)
-            self.out = nn.Conv2d(c, r, 1)
-            return
-        # The paper's layout: wide = r_channels, narrow = tower_channels.
-        layers = []
+        layers: list[nn.Module] = []
         in_ch = 3
         for _ in range(stages - 1):
             layers += [nn.Conv2d(in_ch, r, 2, stride=2), nn.ReLU()]
@@ -104,11 +84,7 @@ class TowerRepresentation(nn.Module):
         Returns:
             ``(N, r_channels, H / downsample, W / downsample)``.
         """
-        x = self.stem(images)  # (N, c, H', W'): (N, 3, H, W) when the stem is empty
-        if self.layout == "compact":
-            x = F.relu(self.mix(torch.cat([x, _broadcast(viewpoints, x)], dim=1)))  # (N, c, h, w)
-            x = x + F.relu(self.res(x))
-            return self.out(x)  # (N, r, h, w)
+        x = self.stem(images)  # (N, r, H', W'): (N, 3, H, W) when the stem is empty
         skip = F.relu(self.skip1(x))  # (N, r, h, w)
         x = F.relu(self.down1(F.relu(self.conv1(x)))) + skip  # (N, r, h, w)
         x = torch.cat([x, _broadcast(viewpoints, x)], dim=1)  # (N, r + D, h, w)
@@ -120,7 +96,7 @@ class TowerRepresentation(nn.Module):
 class PoolRepresentation(nn.Module):
     """The tower followed by spatial average pooling: one vector per view."""
 
-    def __init__(self, config: GQNConfig) -> None:
+    def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.tower = TowerRepresentation(config)
 
@@ -141,13 +117,13 @@ class PatchRepresentation(nn.Module):
     """Patch embedding, a 2x2 patch merge and a dense head: one vector per view.
 
     Args:
-        config: Uses ``tower_channels`` (width), ``r_channels``, ``viewpoint_dim``,
+        config: Uses ``patch_channels`` (width), ``r_channels``, ``viewpoint_dim``,
             ``downsample`` (patch side) and ``image_size``.
     """
 
-    def __init__(self, config: GQNConfig) -> None:
+    def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        c, p = config.tower_channels, config.downsample
+        c, p = config.patch_channels, config.downsample
         self.patch = p
         self.grid = config.image_size // p // 2  # side of the map after the merge
         self.embed = nn.Linear(3 * p * p, c)
@@ -228,7 +204,7 @@ class NumpyPatchEncoder:
         return r[:, :, None, None], patches.transpose(0, 3, 1, 2)
 
 
-def make_representation(config: GQNConfig) -> nn.Module:
+def make_representation(config: ModelConfig) -> nn.Module:
     """The representation network the config names."""
     kinds = {"pool": PoolRepresentation, "tower": TowerRepresentation, "patch": PatchRepresentation}
     return kinds[config.representation](config)

@@ -157,7 +157,7 @@ class RepresentationState:
                     f"representation network, this one has {model.config.representation!r}"
                 )
             g = model.representation.grid
-            self.patches = np.zeros((num_scenes, self.config.tower_channels, g, g), dtype=np.float32)
+            self.patches = np.zeros((num_scenes, self.config.patch_channels, g, g), dtype=np.float32)
         self.keep_recall = recall
         self.episodes = [Episode() for _ in range(num_scenes)]
         # The per-step path of a patch network on the CPU runs in numpy (see add_one).

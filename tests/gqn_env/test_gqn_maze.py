@@ -204,7 +204,7 @@ def test_patches_are_the_current_frames_per_patch_features(model):
     plain = make(model, obs_keys=("view",), image_size=32)
     try:
         grid = model.representation.grid
-        assert env.observation_space["patches"].shape == (model.config.tower_channels, grid, grid)
+        assert env.observation_space["patches"].shape == (model.config.model.patch_channels, grid, grid)
         obs, _ = env.reset(seed=4)
         plain_obs, _ = plain.reset(seed=4)
         for action in (2, 0, 2):
@@ -335,7 +335,7 @@ def test_sb3_subproc_and_dummy_vec_env(tiny_checkpoint):
             venv.seed(1)
             obs = venv.reset()
             obs, rewards, dones, infos = venv.step(np.array([2, 2]))
-            assert obs["patches"].shape == (2, GQNConfig.tiny().tower_channels, grid, grid)
+            assert obs["patches"].shape == (2, GQNConfig.tiny().model.patch_channels, grid, grid)
             assert obs["view"].shape == (2, GQNConfig.tiny().representation_size)
             assert "pose" in infos[0]
         finally:

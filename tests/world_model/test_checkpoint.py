@@ -1,13 +1,15 @@
 from __future__ import annotations
 
+import io
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from world_model import GQN, CheckpointError, Trainer, load_checkpoint, load_model, save_checkpoint
-from world_model.checkpoint import load_weights
+from world_model import GQN, CheckpointError, GQNConfig, Trainer, load_checkpoint, load_model, save_checkpoint
+from world_model.checkpoint import load_weights, migrate_config
 
 
 class Evil:
@@ -147,3 +149,56 @@ def test_flipped_bytes_never_give_a_raw_traceback(tiny_config, tmp_path):
             continue
         assert isinstance(model, GQN)  # flips inside tensor data can still load; never another error
     assert refused > 0
+
+
+def _flat_config(**changes):
+    """A config in the flat layout checkpoints had before the split into ``model`` and ``train``."""
+    old = {
+        "image_size": 16, "viewpoint_dim": 7, "representation": "patch", "r_channels": 8, "tower_channels": 8,
+        "tower_layout": "compact", "hidden_channels": 8, "inference_channels": 0, "view_channels": 0,
+        "z_channels": 2, "num_layers": 2, "core_kernel_size": 3, "share_core": True, "downsample": 4,
+        "batch_size": 4, "context_min": 1, "context_max": 4, "sigma_start": 2.0, "sigma_end": 0.7,
+        "sigma_anneal_steps": 100, "lr_start": 5e-4, "lr_end": 5e-5, "lr_anneal_steps": 100, "grad_clip": 100.0,
+        "seed": 0,
+    }  # fmt: skip
+    return {**old, **changes}
+
+
+def test_an_old_flat_config_checkpoint_loads_through_the_migration(tmp_path):
+    # tower_channels was the patch network's width; inference_channels 0 meant "as hidden_channels".
+    old = _flat_config(tower_channels=6, hidden_channels=10, view_channels=4, seed=3)
+    expected = GQNConfig.tiny().replace(patch_channels=6, hidden_channels=10, inference_channels=10, view_channels=4)
+    expected = expected.replace(seed=3, tower_channels=128)  # the tower is unused: its width takes the default
+    source = GQN(expected)
+    path = save_checkpoint(tmp_path / "old.pt", {"config": old, "model": source.state_dict(), "step": 2})
+    assert torch.load(path, weights_only=True)["version"] == 2  # written in the old config layout, raw
+    data = load_checkpoint(path)
+    assert data["config"] == expected.to_dict()
+    loaded = load_model(path)
+    assert loaded.config == expected
+    for name, value in source.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], value), name
+    # Fields added after a checkpoint was written take the values that reproduce it.
+    older = {k: v for k, v in _flat_config().items() if k not in ("view_channels", "inference_channels")}
+    migrated = GQNConfig.from_dict(migrate_config(older))
+    assert (migrated.view_channels, migrated.inference_channels, migrated.patch_channels) == (0, 8, 8)
+    paper = GQNConfig.from_dict(migrate_config(_flat_config(representation="pool", tower_layout="paper")))
+    assert (paper.representation, paper.tower_channels, paper.patch_channels) == ("pool", 8, 64)
+    assert migrate_config(expected.to_dict()) == expected.to_dict()  # the current layout passes through
+
+
+def test_an_old_checkpoint_of_a_removed_variant_is_refused(tmp_path):
+    config = _flat_config(representation="tower", tower_layout="compact")
+    path = save_checkpoint(tmp_path / "compact.pt", {"config": config, "model": {}})
+    with pytest.raises(CheckpointError, match="compact.*removed"):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="Unknown config keys"):
+        load_checkpoint(save_checkpoint(tmp_path / "typo.pt", {"config": _flat_config(r_dim=3), "model": {}}))
+
+
+def test_the_bundled_model_is_saved_in_the_current_layout():
+    bundled = Path(__file__).resolve().parents[2] / "gqn_env" / "assets" / "gqn_maze_cpu.pt"
+    wrapper = torch.load(bundled, weights_only=True)
+    content = torch.load(io.BytesIO(wrapper["payload"].numpy().tobytes()), weights_only=True)
+    assert content["config"] == GQNConfig.from_dict(content["config"]).to_dict()  # no migration needed
+    assert GQNConfig.from_dict(content["config"]).architecture() == GQNConfig.cpu().architecture()

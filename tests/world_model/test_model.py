@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 import torch
 
 from world_model import GQN, GQNConfig
+from world_model.config import PRESETS, ModelConfig, TrainConfig
 
 B, K = 3, 4
 
@@ -22,13 +25,13 @@ def batch(config, rng=None):
 
 @pytest.mark.parametrize("representation", ["pool", "tower", "patch"])
 @pytest.mark.parametrize("share_core", [True, False])
-@pytest.mark.parametrize("inference_channels", [0, 5])
+@pytest.mark.parametrize("inference_channels", [8, 5])
 def test_shapes_and_every_parameter_gets_a_gradient(representation, share_core, inference_channels):
     config = GQNConfig.tiny().replace(
         representation=representation, share_core=share_core, inference_channels=inference_channels
     )
     model = GQN(config)
-    assert model.generator.inference_cores[0].hidden_channels == (inference_channels or config.hidden_channels)
+    assert model.generator.inference_cores[0].hidden_channels == inference_channels
     ci, cv, qi, qv = batch(config)
     out = model(ci, cv, qi, qv, sigma=1.0)
     assert out["mean"].shape == (B, 3, config.image_size, config.image_size)
@@ -123,10 +126,12 @@ def test_bad_sigma_raises():
         ({"core_kernel_size": 4}, "odd"),
         ({"context_min": 5, "context_max": 2}, "context_min"),
         ({"sigma_end": -1.0}, "sigma_end"),
-        ({"tower_layout": "deep"}, "tower_layout"),
-        ({"tower_layout": "paper", "downsample": 1}, "paper tower"),
+        ({"representation": "tower", "downsample": 1}, "paper tower"),
+        ({"tower_layout": "paper"}, "Unknown GQNConfig fields"),
         ({"grad_clip": -1.0}, "grad_clip"),
-        ({"inference_channels": -1}, "inference_channels"),
+        ({"inference_channels": 0}, "inference_channels"),
+        ({"view_channels": -1}, "view_channels"),
+        ({"seed": 1.5}, "seed"),
     ],
 )
 def test_bad_config_raises(changes, match):
@@ -138,6 +143,7 @@ def test_config_round_trip_and_presets():
     for name in ("tiny", "cpu", "paper"):
         config = GQNConfig.preset(name)
         assert GQNConfig.from_dict(config.to_dict()) == config
+        assert pickle.loads(pickle.dumps(config)) == config  # the attribute pass-through survives pickling
     paper = GQNConfig.paper()
     assert (paper.r_channels, paper.num_layers, paper.hidden_channels, paper.core_kernel_size) == (256, 12, 128, 5)
     assert (paper.image_size, paper.batch_size, paper.sigma_anneal_steps, paper.lr_anneal_steps) == (
@@ -148,12 +154,21 @@ def test_config_round_trip_and_presets():
     )
     with pytest.raises(ValueError, match="Unknown GQNConfig keys"):
         GQNConfig.from_dict({**GQNConfig.tiny().to_dict(), "r_dim": 3})
+    with pytest.raises(ValueError, match="Unknown ModelConfig keys"):
+        GQNConfig.from_dict({"model": {"r_dim": 3}})
     with pytest.raises(ValueError, match="Unknown preset"):
         GQNConfig.preset("huge")
-    assert GQNConfig.from_dict({"image_size": 16}) == GQNConfig(image_size=16)  # missing keys: defaults
-    # A config saved before inference_channels existed had an inference core as wide as the generator.
-    saved = {k: v for k, v in GQNConfig.cpu().to_dict().items() if k != "inference_channels"}
-    assert GQNConfig.from_dict(saved).inference_size == GQNConfig.cpu().hidden_channels
+    missing = GQNConfig.from_dict({"model": {"image_size": 16}})  # missing keys: defaults
+    assert missing == GQNConfig(ModelConfig(image_size=16), TrainConfig())
+    # The defaults are the cpu preset; the others are overlays of the fields PRESETS lists.
+    assert GQNConfig() == GQNConfig.cpu() and PRESETS["cpu"] == {}
+    for name in ("tiny", "paper"):
+        assert GQNConfig.preset(name).changes_from(GQNConfig()) == PRESETS[name]
+    assert set(GQNConfig.tiny().to_dict()) == {"model", "train"}
+    assert GQNConfig.cpu().image_size == GQNConfig.cpu().model.image_size  # reads go through to the parts
+    assert GQNConfig.cpu().seed == GQNConfig.cpu().train.seed
+    with pytest.raises(AttributeError, match="no field 'r_dim'"):
+        _ = GQNConfig.cpu().r_dim
     scaled = GQNConfig.cpu().with_anneal_steps(300)
     assert (scaled.sigma_anneal_steps, scaled.lr_anneal_steps) == (300, 600)
     assert scaled.architecture() == GQNConfig.cpu().architecture()
@@ -202,8 +217,8 @@ def test_convlstm_fixed_gates_and_step_equal_the_plain_cell():
 
 @pytest.mark.parametrize("representation", ["pool", "tower"])
 @pytest.mark.parametrize("downsample", [2, 4])
-def test_paper_tower_layout(representation, downsample):
-    config = GQNConfig.tiny().replace(tower_layout="paper", representation=representation, downsample=downsample)
+def test_paper_tower(representation, downsample):
+    config = GQNConfig.tiny().replace(representation=representation, downsample=downsample)
     model = GQN(config)
     ci, cv, qi, qv = batch(config)
     out = model(ci, cv, qi, qv, sigma=1.0)
