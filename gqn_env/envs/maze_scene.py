@@ -245,7 +245,8 @@ class GQNMazeScene(MiniWorldEnv, utils.EzPickle):
         """Create the scene env; every argument is validated before OpenGL starts."""
         # Built by gym.make(id, max_episode_steps=T): T goes to gym.make's TimeLimit only; use it here too.
         max_episode_steps = max_episode_steps_from_gym_make(sys._getframe(1)) or max_episode_steps
-        self.check_arguments(
+        # The constructor's arguments, checked first and kept for pickling (EzPickle) at the end.
+        arguments = dict(
             num_rows=num_rows,
             num_cols=num_cols,
             room_size=room_size,
@@ -260,6 +261,7 @@ class GQNMazeScene(MiniWorldEnv, utils.EzPickle):
             render_mode=render_mode,
             **kwargs,
         )
+        self.check_arguments(**arguments)
         height, width = _parse_image_size(image_size)
 
         self.num_rows = int(num_rows)
@@ -292,22 +294,7 @@ class GQNMazeScene(MiniWorldEnv, utils.EzPickle):
             if "gl" in type(err).__module__.lower() or "pyglet" in type(err).__module__.lower():
                 _headless.raise_missing_opengl(err)
             raise
-        utils.EzPickle.__init__(
-            self,
-            num_rows=num_rows,
-            num_cols=num_cols,
-            room_size=room_size,
-            gap_size=gap_size,
-            image_size=image_size,
-            objects_per_room=objects_per_room,
-            wall_textures=wall_textures,
-            floor_textures=floor_textures,
-            max_episode_steps=max_episode_steps,
-            map_size=map_size,
-            domain_rand=domain_rand,
-            render_mode=render_mode,
-            **kwargs,
-        )
+        utils.EzPickle.__init__(self, **arguments)
         self.action_space = spaces.Discrete(self.actions.move_forward + 1)
         self.observation_space = spaces.Dict(
             {
