@@ -167,9 +167,13 @@ def _imagine(args: argparse.Namespace) -> None:
     import gqn_env  # noqa: F401  (registers GQNMaze-v0)
     from agents.collectors import make_policy
     from gqn_env.wrappers.imagination import rollout_imagination
+    from world_model import CheckpointError
 
     kwargs = {"checkpoint": args.checkpoint} if args.checkpoint else {}
-    env = gym.make(args.env_id, render_mode="rgb_array", map_size=192, **kwargs)
+    try:
+        env = gym.make(args.env_id, render_mode="rgb_array", map_size=192, **kwargs)
+    except (FileNotFoundError, CheckpointError) as e:  # the user's file: one line, not a traceback
+        sys.exit(f"gqn-gym {args.command}: {e}")
     policy = make_policy(args.policy, np.random.default_rng(args.seed))
     files = rollout_imagination(env, policy, args.steps, args.seed, args.out, args.fps, args.unvisited)
     env.close()

@@ -171,6 +171,23 @@ def test_evaluate_refuses_bad_arguments_in_one_line(tmp_path, args, message):
     assert message in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("checkpoint", "message"), [("missing.pt", "No checkpoint at missing.pt"), ("bad.pt", "bad.pt")]
+)
+def test_imagine_refuses_a_bad_checkpoint_in_one_line(tmp_path, checkpoint, message):
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint" * 10)
+    result = subprocess.run(
+        [sys.executable, "-m", "gqn_env.cli", "imagine", "--checkpoint", checkpoint, "--steps", "2"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert f"gqn-gym imagine: {message}" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
 def test_train_threads_default_to_one_for_tiny_models_and_ranks():
     from agents.world_model_training import train_threads
 
