@@ -175,6 +175,7 @@ class NumpyPatchEncoder:
         self._weights: dict[str, np.ndarray] = {}
 
     def _current(self) -> dict[str, np.ndarray]:
+        # Looked up per call (cheap next to the pass): load_state_dict(assign=True) may swap the tensors.
         params = dict(self.net.named_parameters())
         key = tuple((id(t), t._version) for t in params.values())
         if key != self._key:
