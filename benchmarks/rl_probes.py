@@ -19,7 +19,7 @@ observation and the ground truth the agent never observes
 * ``doorway``: cos and sin of the nearest doorway's bearing (R^2).
 
 Candidates: the bundled model's ``representation`` (mean over the episode),
-``view`` (the current frame's vector), ``patches`` (the current frame's
+``view_encoding`` (the current frame's vector), ``patches`` (the current frame's
 per-patch map) and combinations with the ``viewpoint``; references: the 4
 stacked 64x64 frames the pixel agent sees, reduced to the representation's
 width by a fixed random projection and by PCA (fit on the training scenes),
@@ -70,7 +70,7 @@ def walk(env: gym.Env, seed: int, steps: int, rng: np.random.Generator) -> list[
         records.append(
             {
                 "representation": obs["representation"],
-                "view": obs["view"],
+                "view_encoding": obs["view_encoding"],
                 "patches": obs["patches"].reshape(-1),
                 "viewpoint": obs["viewpoint"],
                 "pixels": np.concatenate(stack, axis=-1),  # (64, 64, 12) uint8, as VecFrameStack gives
@@ -103,7 +103,7 @@ def collect(args: argparse.Namespace) -> list[list[dict]]:
     env = gym.make(
         "GQNMaze-S2-v0",
         image_size=64,
-        obs_keys=("representation", "view", "patches", "viewpoint", "image"),
+        obs_keys=("representation", "view_encoding", "patches", "viewpoint", "image"),
         max_episode_steps=args.episode_steps,
     )
     rng = np.random.default_rng(args.seed)
@@ -118,7 +118,8 @@ def features(episodes: list[list[dict]], train_scenes: int, width: int, seed: in
     def stacked(key: str) -> list[np.ndarray]:
         return [np.stack([r[key] for r in ep]).astype(np.float32) for ep in episodes]
 
-    rep, view, patches, vp = stacked("representation"), stacked("view"), stacked("patches"), stacked("viewpoint")
+    rep, encoding = stacked("representation"), stacked("view_encoding")
+    patches, vp = stacked("patches"), stacked("viewpoint")
     pixels = [np.stack([r["pixels"].reshape(-1) for r in ep]).astype(np.float32) / 255 for ep in episodes]
     rng = np.random.default_rng(seed)
     projection = rng.standard_normal((pixels[0].shape[1], width)).astype(np.float32) / math.sqrt(pixels[0].shape[1])
@@ -139,9 +140,9 @@ def features(episodes: list[list[dict]], train_scenes: int, width: int, seed: in
         "pixels_pca": [(p - mean) @ components for p in pixels],
         "shuffled_representation": shuffled,
         "representation": rep,
-        "view": view,
+        "view_encoding": encoding,
         "patches": patches,
-        "representation+view+viewpoint": join(rep, view, vp),
+        "representation+view_encoding+viewpoint": join(rep, encoding, vp),
         "representation+patches+viewpoint": join(rep, patches, vp),
     }
 

@@ -59,6 +59,7 @@ from agents.rl import (
     success_curve,
 )
 from benchmarks._common import add_output_options, format_table, output_path, write_json
+from gqn_env.wrappers.representation import DEPRECATED_OBS_KEYS
 from world_model import GQNConfig, SceneBuffer, Trainer
 from world_model.atomic import atomic_path
 
@@ -80,7 +81,7 @@ def run(variant: str, seed: int, args: argparse.Namespace) -> dict:
         venv = make_vec_env(variant, args.env_id, args.num_envs, seed, None, scene)
     else:
         venv = make_vec_env(variant, args.env_id, args.num_envs, seed, None, {**scene, "image_size": args.pixel_size})
-    agent = make_agent(variant, venv, args.ppo, seed=seed)
+    agent = make_agent(variant, venv, args.ppo, seed=seed, device=args.device)
     start = time.perf_counter()
     agent.learn(args.steps, callback=CallbackList(callbacks))
     seconds = time.perf_counter() - start
@@ -97,6 +98,7 @@ def run(variant: str, seed: int, args: argparse.Namespace) -> dict:
         "auc": float(np.nanmean(curve)) if np.isfinite(curve).any() else 0.0,
         "episodes": len(record.timesteps),
         "seconds": seconds,
+        "device": args.device,
         "episode_end_steps": record.timesteps,
         "episode_end_seconds": [round(t, 2) for t in record.seconds],
         "episode_successes": [int(x) for x in record.successes],
@@ -113,7 +115,8 @@ def seconds_at(timesteps: list[int], seconds: list[float], step: float) -> float
 BASELINES = ("pixels", "pixels_lstm")
 
 #: Arguments that do not change what one (variant, seed) run does.
-NOT_RUN_SETTINGS = ("out", "restart", "variants", "seeds", "first_seed", "quick", "only_summarize", "save")
+#: ``device`` changes only the arithmetic's rounding and the seconds, which each run records.
+NOT_RUN_SETTINGS = ("out", "restart", "variants", "seeds", "first_seed", "quick", "only_summarize", "save", "device")
 
 
 #: Arguments that only some variants read.
@@ -135,9 +138,15 @@ LATER_DEFAULTS = {"gqn_stack": 1}
 
 
 def same_run(saved: dict, settings: dict, variant: str) -> bool:
-    """Whether a saved run's settings match, ignoring arguments that ``variant`` does not read."""
+    """Whether a saved run's settings match, ignoring arguments that ``variant`` does not read.
+
+    Observation keys saved under an old name (:data:`DEPRECATED_OBS_KEYS`) match their new name.
+    """
+    saved = {k: saved.get(k, v) for k, v in LATER_DEFAULTS.items()} | saved
+    if saved.get("gqn_obs"):
+        saved["gqn_obs"] = [DEPRECATED_OBS_KEYS.get(k, k) for k in saved["gqn_obs"]]
     keys = {k for k in settings if variant in VARIANT_SETTINGS.get(k, (variant,))}
-    return all(saved.get(k, LATER_DEFAULTS.get(k)) == settings[k] for k in keys)
+    return all(saved.get(k) == settings[k] for k in keys)
 
 
 def run_all(args: argparse.Namespace, runs_dir: Path) -> list[dict]:
@@ -292,7 +301,7 @@ def main() -> None:
     parser.add_argument(
         "--gqn-obs",
         nargs="+",
-        default=["patches", "view", "viewpoint"],
+        default=["patches", "view_encoding", "viewpoint"],
         help="observation keys of the GQN variants",
     )
     parser.add_argument("--gqn-stack", type=int, default=1, help="observations stacked for gqn and gqn_lstm")
@@ -300,6 +309,11 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, default=0.5)
     parser.add_argument("--bins", type=int, default=20, help="bins of the plotted curves and the AUC")
     parser.add_argument("--window", type=int, default=50, help="episodes in the rolling success rate for the threshold")
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="torch device of the policy (cpu, cuda); the envs and the bundled world model stay on the CPU",
+    )
     parser.add_argument("--quick", action="store_true", help="4k steps, 1 seed: a smoke run of a few minutes")
     parser.add_argument(
         "--only-summarize",

@@ -21,6 +21,7 @@ Checkpoints saved before this layout (one flat dict) are read through
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -115,10 +116,16 @@ class ModelConfig:
         return (self.r_channels, self.hidden_size, self.hidden_size)
 
     @property
-    def representation_size(self) -> int:
+    def representation_dim(self) -> int:
         """Length of r flattened."""
         c, h, w = self.representation_shape
         return c * h * w
+
+    @property
+    def representation_size(self) -> int:
+        """Deprecated name of :attr:`representation_dim` (to be removed in the next release)."""
+        warnings.warn("ModelConfig.representation_size is now representation_dim", DeprecationWarning, stacklevel=2)
+        return self.representation_dim
 
 
 @dataclass(frozen=True)

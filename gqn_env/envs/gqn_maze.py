@@ -7,7 +7,7 @@ bundled world model (a ``cpu``-preset GQN trained by this project, shipped in
 
 The default observation is what PPO learns fastest from on the project's RL
 benchmark (docs/rl.md): the current frame's per-patch map (``patches``), its
-encoding (``view``) and the ``viewpoint``, :data:`DEFAULT_OBS_KEYS`. The episode's
+encoding (``view_encoding``) and the ``viewpoint``, :data:`DEFAULT_OBS_KEYS`. The episode's
 scene representation (``representation``, the paper's r) is one ``obs_keys``
 entry away; on that benchmark it slowed the policy down.
 """
@@ -30,8 +30,8 @@ _MODEL_CACHE: dict[tuple[str, str], Any] = {}
 
 #: The default observation keys (module docstring); a model without the ``patch``
 #: representation network has no ``patches``, and gets :data:`DEFAULT_OBS_KEYS_NO_PATCHES`.
-DEFAULT_OBS_KEYS = ("patches", "view", "viewpoint")
-DEFAULT_OBS_KEYS_NO_PATCHES = ("view", "viewpoint")
+DEFAULT_OBS_KEYS = ("patches", "view_encoding", "viewpoint")
+DEFAULT_OBS_KEYS_NO_PATCHES = ("view_encoding", "viewpoint")
 
 
 def bundled_checkpoint() -> Path:
@@ -84,7 +84,7 @@ def make_gqn_maze(
             of the model's size (frames are block-averaged down for the encoder).
         model: A :class:`world_model.GQN` to use instead of the bundled one (``None``: the bundled one).
         checkpoint: A checkpoint path to load instead of the bundled one (not with ``model``).
-        obs_keys: Observation keys, from ``representation``, ``view`` (the current frame's encoding),
+        obs_keys: Observation keys, from ``representation``, ``view_encoding`` (the current frame's encoding),
             ``patches`` (its per-patch map), ``recall`` (the maps of the episode's frames nearest the
             views to the left, behind and right), ``viewpoint``, ``image``. Default (None): :data:`DEFAULT_OBS_KEYS`.
         scale: ``"mean"`` or ``"sum"`` of per-frame encodings (see the wrapper).

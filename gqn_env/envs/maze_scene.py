@@ -9,6 +9,7 @@ import io
 import math
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -91,8 +92,28 @@ def _parse_image_size(image_size: int | Sequence[int]) -> tuple[int, int]:
     return hw
 
 
-#: Arguments passed through to ``MiniWorldEnv.__init__`` (besides those the scene sets itself).
-MINIWORLD_ARGUMENTS: tuple[str, ...] = ("view",)
+#: What ``render()`` can show: the agent's egocentric view or the whole maze from above.
+RENDER_CAMERAS = ("agent", "top")
+
+#: Old argument names still accepted (with a ``DeprecationWarning``), to be removed in the next release.
+DEPRECATED_ARGUMENTS = {"view": "render_camera"}
+
+
+def _renamed_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` with deprecated names replaced by the new ones (warning once per name)."""
+    out = dict(kwargs)
+    for old, new in DEPRECATED_ARGUMENTS.items():
+        if old in out:
+            if new in out:
+                raise TypeError(f"Pass {new}= only, not both {new}= and its old name {old}=")
+            warnings.warn(
+                f"GQNMazeScene's {old}= argument is now {new}=; {old}= still works in this release "
+                "and will be removed in the next",
+                DeprecationWarning,
+                stacklevel=3,
+            )
+            out[new] = out.pop(old)
+    return out
 
 
 def _constructor_defaults(cls: type) -> dict[str, Any]:
@@ -167,17 +188,20 @@ class GQNMazeScene(MiniWorldEnv, utils.EzPickle):
       truncation and the reward; ``gym.make``'s own ``TimeLimit`` then agrees).
     * ``map_size``: side in pixels of :meth:`render_map`'s picture.
     * ``domain_rand``: MiniWorld's domain randomisation (lights, camera jitter), a bool.
-    * ``render_mode``: ``"rgb_array"`` (egocentric view at ``map_size``) or ``"human"``.
-    * ``view``: passed to MiniWorld (``"agent"``, default, or ``"top"``). Any other
-      argument raises ``TypeError`` listing those accepted (:meth:`check_arguments`).
+    * ``render_mode``: ``"rgb_array"`` (a picture at ``map_size``) or ``"human"`` (MiniWorld's window).
+    * ``render_camera``: what ``render()`` shows, ``"agent"`` (default: the egocentric
+      view) or ``"top"`` (the whole maze from above, as :meth:`render_map`).
+      MiniWorld calls this argument ``view``; that name still works, deprecated.
+
+    Any other argument raises ``TypeError`` listing those accepted (:meth:`check_arguments`).
     """
 
     metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 30}
 
     @classmethod
     def argument_names(cls) -> list[str]:
-        """Names of the keyword arguments the constructor takes (MiniWorld's ``view`` last)."""
-        return [*_constructor_defaults(cls), *MINIWORLD_ARGUMENTS]
+        """Names of the keyword arguments the constructor takes."""
+        return list(_constructor_defaults(cls))
 
     @classmethod
     def check_arguments(cls, **kwargs: Any) -> None:
@@ -190,6 +214,7 @@ class GQNMazeScene(MiniWorldEnv, utils.EzPickle):
             TypeError: On an argument the constructor does not take (the message lists those it takes).
             ValueError: On a bad value (the message names the argument and the allowed values).
         """
+        kwargs = _renamed_arguments(kwargs)
         unknown = [name for name in kwargs if name not in cls.argument_names()]
         if unknown:
             raise TypeError(
@@ -220,8 +245,8 @@ class GQNMazeScene(MiniWorldEnv, utils.EzPickle):
         render_mode = args["render_mode"]
         if render_mode is not None and render_mode not in cls.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {cls.metadata['render_modes']} or None, got {render_mode!r}")
-        if "view" in args and args["view"] not in ("agent", "top"):
-            raise ValueError(f"view must be 'agent' or 'top', got {args['view']!r}")
+        if args["render_camera"] not in RENDER_CAMERAS:
+            raise ValueError(f"render_camera must be one of {RENDER_CAMERAS}, got {args['render_camera']!r}")
         _parse_image_size(args["image_size"])
         _check_textures("wall_textures", args["wall_textures"])
         _check_textures("floor_textures", args["floor_textures"])
@@ -240,11 +265,17 @@ class GQNMazeScene(MiniWorldEnv, utils.EzPickle):
         map_size: int = 256,
         domain_rand: bool = False,
         render_mode: str | None = None,
+        render_camera: str = "agent",
         **kwargs: Any,
     ) -> None:
         """Create the scene env; every argument is validated before OpenGL starts."""
         # Built by gym.make(id, max_episode_steps=T): T goes to gym.make's TimeLimit only; use it here too.
         max_episode_steps = max_episode_steps_from_gym_make(sys._getframe(1)) or max_episode_steps
+        if "view" in kwargs:  # MiniWorld's name for render_camera
+            if render_camera != "agent":
+                raise TypeError("Pass render_camera= only, not both render_camera= and its old name view=")
+            kwargs = _renamed_arguments(kwargs)  # warns
+            render_camera = kwargs.pop("render_camera")
         # The constructor's arguments, checked first and kept for pickling (EzPickle) at the end.
         arguments = dict(
             num_rows=num_rows,
@@ -259,6 +290,7 @@ class GQNMazeScene(MiniWorldEnv, utils.EzPickle):
             map_size=map_size,
             domain_rand=domain_rand,
             render_mode=render_mode,
+            render_camera=render_camera,
             **kwargs,
         )
         self.check_arguments(**arguments)
@@ -288,7 +320,7 @@ class GQNMazeScene(MiniWorldEnv, utils.EzPickle):
                     params=DEFAULT_PARAMS if domain_rand else DEFAULT_PARAMS.no_random(),
                     domain_rand=domain_rand,
                     render_mode=render_mode,
-                    **kwargs,
+                    view=arguments["render_camera"],
                 )
         except Exception as err:
             if "gl" in type(err).__module__.lower() or "pyglet" in type(err).__module__.lower():
@@ -452,8 +484,13 @@ class GQNMazeScene(MiniWorldEnv, utils.EzPickle):
         return self.render_top_view(self.vis_fb)
 
     def render(self) -> np.ndarray | None:
-        """``rgb_array``: the egocentric view at ``map_size``; ``human``: MiniWorld's window."""
+        """``rgb_array``: the egocentric view (``render_camera="agent"``) or the map (``"top"``) at ``map_size``.
+
+        ``human``: MiniWorld's window.
+        """
         if self.render_mode == "rgb_array":
+            if self.view == "top":
+                return self.render_map()
             return self.render_view(self.pose, image_size=self.map_size)
         return super().render()
 

@@ -12,13 +12,13 @@ a Gymnasium vector env (batched: one forward pass for all sub-envs per step).
 
 Observation ``representation``: the flat running sum divided by the number of
 frames seen (``scale="mean"``, default: bounded and stationary in scale, which
-suits PPO) or the raw sum (``scale="sum"``, the paper's r). Observation ``view``:
+suits PPO) or the raw sum (``scale="sum"``, the paper's r). Observation ``view_encoding``:
 the encoding of the current frame alone, ``f(x_t, v_t)``: what the agent sees now,
 in the model's terms (free: it is the term just added to the sum). Observation
 ``patches`` (models with the ``patch`` representation network): the current
 frame's per-patch features ``(c, g, g)``, the representation network's map
 before it pools the frame into one vector; it keeps where in the view each
-feature is (also free: computed on the way to ``view``). Observation ``recall``
+feature is (also free: computed on the way to ``view_encoding``). Observation ``recall``
 (``patch`` models too): the episode's encoded views queried at the viewpoints
 to the agent's left, behind it and to its right (its position, its heading
 turned by :data:`RECALL_TURNS`): for each, the per-patch map of the frame whose
@@ -44,6 +44,7 @@ re-encodes them after a world-model update.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,10 @@ from gymnasium import spaces
 from gqn_env.envs.viewpoint import VIEWPOINT_DIM, Pose
 from world_model.representation import NumpyPatchEncoder, PatchRepresentation
 
-OBS_KEYS = ("representation", "view", "patches", "recall", "viewpoint", "image")
+OBS_KEYS = ("representation", "view_encoding", "patches", "recall", "viewpoint", "image")
+#: Old names still accepted in ``obs_keys`` (observed under the old name, with a
+#: ``DeprecationWarning``), to be removed in the next release.
+DEPRECATED_OBS_KEYS = {"view": "view_encoding"}
 #: Heading offsets of the ``recall`` queries (radians, counter-clockwise): left, behind, right.
 RECALL_TURNS = (math.pi / 2, math.pi, -math.pi / 2)
 #: Keys that need the ``patch`` representation network's per-patch map.
@@ -303,11 +307,14 @@ class RepresentationState:
     def observations(self, slots: np.ndarray, scale: str) -> dict[str, np.ndarray]:
         """The model's observation keys for the given slots.
 
-        ``representation`` and ``view``, ``(N, size)`` each, ``patches`` ``(N, c, g, g)`` and
+        ``representation`` and ``view_encoding``, ``(N, size)`` each, ``patches`` ``(N, c, g, g)`` and
         ``recall`` ``(N, 3c, g, g)`` when kept.
         """
         slots = np.asarray(slots)
-        out = {"representation": self.observation(slots, scale), "view": self.last[slots].reshape(len(slots), -1)}
+        out = {
+            "representation": self.observation(slots, scale),
+            "view_encoding": self.last[slots].reshape(len(slots), -1),
+        }
         if self.patches is not None:
             out["patches"] = self.patches[slots].copy()
         if self.keep_recall:
@@ -340,7 +347,7 @@ def _obs_space(env_space: spaces.Dict, state: RepresentationState, obs_keys: Seq
     size = state.size
     parts = {
         "representation": spaces.Box(-np.inf, np.inf, (size,), dtype=np.float32),
-        "view": spaces.Box(-np.inf, np.inf, (size,), dtype=np.float32),
+        "view_encoding": spaces.Box(-np.inf, np.inf, (size,), dtype=np.float32),
         "viewpoint": env_space["viewpoint"],
         "image": env_space["image"],
     }
@@ -348,7 +355,7 @@ def _obs_space(env_space: spaces.Dict, state: RepresentationState, obs_keys: Seq
         c, g, _ = state.patches.shape[1:]
         parts["patches"] = spaces.Box(-np.inf, np.inf, (c, g, g), dtype=np.float32)
         parts["recall"] = spaces.Box(-np.inf, np.inf, (len(RECALL_TURNS) * c, g, g), dtype=np.float32)
-    return spaces.Dict({k: parts[k] for k in obs_keys})
+    return spaces.Dict({k: parts[DEPRECATED_OBS_KEYS.get(k, k)] for k in obs_keys})
 
 
 def check_model(model: Any) -> None:
@@ -373,8 +380,16 @@ def check_options(obs_keys: Sequence[str], scale: str, model: Any = None) -> tup
         keys = () if isinstance(obs_keys, str) else tuple(obs_keys)
     except TypeError:  # not iterable
         keys = ()
-    if not keys or len(set(keys)) != len(keys) or not set(keys) <= set(OBS_KEYS):
+    names = [DEPRECATED_OBS_KEYS.get(k, k) if isinstance(k, str) else k for k in keys]
+    if not keys or len(set(names)) != len(names) or not set(names) <= set(OBS_KEYS):
         raise ValueError(f"obs_keys must be distinct names from {OBS_KEYS}, got {obs_keys!r}")
+    for old in set(keys) & set(DEPRECATED_OBS_KEYS):
+        warnings.warn(
+            f"The observation key {old!r} is now {DEPRECATED_OBS_KEYS[old]!r}; {old!r} still works "
+            "in this release and will be removed in the next",
+            DeprecationWarning,
+            stacklevel=3,
+        )
     if not isinstance(scale, str) or scale not in SCALES:
         raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
     if model is not None:
@@ -471,7 +486,7 @@ class GQNRepresentation(gym.Wrapper):
             raise RuntimeError("Call reset() first")
         model_obs = self.state.observations(np.zeros(1, dtype=np.int64), self.scale)
         out = {**{k: v[0] for k, v in model_obs.items()}, **self._last_obs}
-        return {k: out[k] for k in self.obs_keys}
+        return {k: out[DEPRECATED_OBS_KEYS.get(k, k)] for k in self.obs_keys}
 
     @property
     def frames_seen(self) -> int:
@@ -568,7 +583,7 @@ class GQNRepresentationVector(gym.vector.VectorWrapper):
     def _observe(self, obs: dict, reset: np.ndarray) -> dict:
         self.state.add(self._slots, obs["image"], obs["viewpoint"], reset)
         out = {**self.state.observations(self._slots, self.scale), **obs}
-        return {k: out[k] for k in self.obs_keys}
+        return {k: out[DEPRECATED_OBS_KEYS.get(k, k)] for k in self.obs_keys}
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None) -> tuple[dict, dict]:
         """Reset every sub-env."""

@@ -122,6 +122,18 @@ def test_runs_saved_before_an_argument_existed_match_its_default():
     assert bench.same_run({"steps": 100}, {"steps": 100, "gqn_obs": ["view"], "gqn_stack": 4}, "pixels")
 
 
+def test_runs_saved_under_an_old_observation_key_match_its_new_name():
+    saved = {"steps": 100, "gqn_obs": ["patches", "view", "viewpoint"], "gqn_stack": 1}
+    settings = {"steps": 100, "gqn_obs": ["patches", "view_encoding", "viewpoint"], "gqn_stack": 1}
+    assert bench.same_run(saved, settings, "gqn")
+    assert not bench.same_run(saved, {**settings, "gqn_obs": ["patches", "viewpoint"]}, "gqn")
+
+
+def test_the_policy_device_is_not_a_run_setting():
+    args = _args(seeds=1)
+    assert "device" not in bench.run_settings(argparse.Namespace(**{**vars(args), "device": "cuda"}))
+
+
 def test_where_results_are_written_does_not_make_a_run_different(tmp_path, monkeypatch):
     runs = tmp_path / "rl_runs"
     calls = []

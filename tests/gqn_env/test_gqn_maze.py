@@ -43,6 +43,25 @@ def test_observation_space_is_derived_from_the_model(model):
         env.close()
 
 
+def test_the_old_view_key_still_works_with_a_deprecation_warning(model):
+    """``view`` was renamed ``view_encoding``; for one release the old name is observed as asked."""
+    with pytest.warns(DeprecationWarning, match="'view' is now 'view_encoding'"):
+        old = make(model, obs_keys=("view", "viewpoint"))
+    new = make(model, obs_keys=("view_encoding", "viewpoint"))
+    try:
+        assert set(old.observation_space.spaces) == {"view", "viewpoint"}
+        assert old.observation_space["view"] == new.observation_space["view_encoding"]
+        old_obs, _ = old.reset(seed=0)
+        new_obs, _ = new.reset(seed=0)
+        np.testing.assert_array_equal(old_obs["view"], new_obs["view_encoding"])
+        assert old.observation_space.contains(old_obs)
+    finally:
+        old.close()
+        new.close()
+    with pytest.raises(ValueError, match="distinct"):  # both names of one key
+        make(model, obs_keys=("view", "view_encoding"))
+
+
 def test_check_env_passes_with_a_frozen_model(model):
     env = make(model, obs_keys=("representation", "viewpoint", "image"), image_size=48)
     try:
@@ -53,7 +72,7 @@ def test_check_env_passes_with_a_frozen_model(model):
 
 
 def test_one_encoder_pass_per_step_and_running_sum(model):
-    env = make(model, scale="sum", obs_keys=("representation", "view", "viewpoint"))
+    env = make(model, scale="sum", obs_keys=("representation", "view_encoding", "viewpoint"))
     calls = []
     hook = model.representation.register_forward_hook(lambda module, inputs, output: calls.append(len(inputs[0])))
     state = env.get_wrapper_attr("state")
@@ -75,9 +94,9 @@ def test_one_encoder_pass_per_step_and_running_sum(model):
     with torch.inference_mode():
         encodings = model.encode(np.stack(frames), np.stack(vps)).flatten(1).numpy()  # (T, size)
     np.testing.assert_allclose(obs["representation"], encodings.sum(0), rtol=1e-4, atol=1e-5)
-    # "view" is the current frame's encoding alone: the last term of the sum.
-    np.testing.assert_allclose(obs["view"], encodings[-1], rtol=1e-4, atol=1e-5)
-    assert env.observation_space["view"].shape == obs["view"].shape
+    # "view_encoding" is the current frame's encoding alone: the last term of the sum.
+    np.testing.assert_allclose(obs["view_encoding"], encodings[-1], rtol=1e-4, atol=1e-5)
+    assert env.observation_space["view_encoding"].shape == obs["view_encoding"].shape
 
 
 def test_mean_scale_divides_by_frames_seen(model):
@@ -200,8 +219,8 @@ def test_the_scene_is_closed_when_the_wrapper_cannot_be_built(model, monkeypatch
 
 
 def test_patches_are_the_current_frames_per_patch_features(model):
-    env = make(model, obs_keys=("patches", "view"), image_size=32)  # frames block-averaged to the model's 16
-    plain = make(model, obs_keys=("view",), image_size=32)
+    env = make(model, obs_keys=("patches", "view_encoding"), image_size=32)  # frames block-averaged to the model's 16
+    plain = make(model, obs_keys=("view_encoding",), image_size=32)
     try:
         grid = model.representation.grid
         assert env.observation_space["patches"].shape == (model.config.model.patch_channels, grid, grid)
@@ -215,7 +234,8 @@ def test_patches_are_the_current_frames_per_patch_features(model):
             with torch.no_grad():
                 expected = model.representation.patch_map(x)[0].permute(2, 0, 1).numpy()  # (c, g, g)
             np.testing.assert_allclose(obs["patches"], expected, rtol=1e-4, atol=1e-5)
-            np.testing.assert_allclose(obs["view"], plain_obs["view"], rtol=1e-5, atol=1e-6)  # r is unchanged
+            # The pooled encoding is the same with or without the patch map.
+            np.testing.assert_allclose(obs["view_encoding"], plain_obs["view_encoding"], rtol=1e-5, atol=1e-6)
             obs, *_ = env.step(action)
             plain_obs, *_ = plain.step(action)
     finally:
@@ -265,7 +285,7 @@ def test_recall_returns_the_maps_of_the_frames_seen_left_behind_and_right(model)
 def test_batched_vector_wrapper_matches_single_envs(model):
     n = 2
     envs = gym.vector.SyncVectorEnv([lambda: gym.make("GQNMazeScene-v0", image_size=16, **SCENE) for _ in range(n)])
-    keys = ("representation", "view", "patches", "recall", "viewpoint")
+    keys = ("representation", "view_encoding", "patches", "recall", "viewpoint")
     vec = GQNRepresentationVector(envs, model, obs_keys=keys)
     singles = [
         GQNRepresentation(gym.make("GQNMazeScene-v0", image_size=16, **SCENE).unwrapped, model, obs_keys=keys)
@@ -276,7 +296,7 @@ def test_batched_vector_wrapper_matches_single_envs(model):
         single_obs = [s.reset(seed=10 + i)[0] for i, s in enumerate(singles)]
         for step in range(4):
             for i in range(n):
-                for key in ("representation", "view", "patches", "recall"):
+                for key in ("representation", "view_encoding", "patches", "recall"):
                     np.testing.assert_allclose(obs[key][i], single_obs[i][key], rtol=1e-4, atol=1e-5)
             actions = np.array([2, step % 3])
             obs, *_ = vec.step(actions)
@@ -308,7 +328,7 @@ def test_async_vector_env_with_forkserver(tiny_checkpoint):
     try:
         obs, _ = envs.reset(seed=0)
         assert set(obs) == set(gqn_maze.DEFAULT_OBS_KEYS)
-        assert obs["view"].shape == (2, GQNConfig.tiny().representation_size)
+        assert obs["view_encoding"].shape == (2, GQNConfig.tiny().representation_dim)
         for _ in range(3):
             obs, *_ = envs.step(np.array([2, 0]))
         assert all(np.all(np.isfinite(v)) for v in obs.values())
@@ -336,17 +356,18 @@ def test_sb3_subproc_and_dummy_vec_env(tiny_checkpoint):
             obs = venv.reset()
             obs, rewards, dones, infos = venv.step(np.array([2, 2]))
             assert obs["patches"].shape == (2, GQNConfig.tiny().model.patch_channels, grid, grid)
-            assert obs["view"].shape == (2, GQNConfig.tiny().representation_size)
+            assert obs["view_encoding"].shape == (2, GQNConfig.tiny().representation_dim)
             assert "pose" in infos[0]
         finally:
             venv.close()
 
 
-def test_default_observation_is_patches_view_viewpoint_or_without_patches(model):
+def test_default_observation_is_patches_view_encoding_viewpoint_or_without_patches(model):
     env = gym.make("GQNMaze-v0", model=model, **SCENE)
     pool = gym.make("GQNMaze-v0", model=GQN(GQNConfig.tiny().replace(representation="pool")), **SCENE)
     try:
-        assert tuple(env.observation_space.spaces) == gqn_maze.DEFAULT_OBS_KEYS == ("patches", "view", "viewpoint")
+        expected = ("patches", "view_encoding", "viewpoint")
+        assert tuple(env.observation_space.spaces) == gqn_maze.DEFAULT_OBS_KEYS == expected
         assert tuple(pool.observation_space.spaces) == gqn_maze.DEFAULT_OBS_KEYS_NO_PATCHES
         obs, _ = env.reset(seed=0)
         assert env.observation_space.contains(obs)
@@ -365,7 +386,7 @@ def test_default_gqn_maze_uses_the_bundled_model():
         "env = gym.make('GQNMaze-v0')\n"
         "obs, info = env.reset(seed=0)\n"
         "obs, *_ = env.step(2)\n"
-        "print(sorted(obs), obs['view'].shape, env.get_wrapper_attr('imagine')(info['pose']).shape)\n"
+        "print(sorted(obs), obs['view_encoding'].shape, env.get_wrapper_attr('imagine')(info['pose']).shape)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -373,7 +394,8 @@ def test_default_gqn_maze_uses_the_bundled_model():
 
     config = load_world_model().config
     size = config.image_size
-    assert f"['patches', 'view', 'viewpoint'] ({config.representation_size},) ({size}, {size}, 3)" in result.stdout
+    keys = "['patches', 'view_encoding', 'viewpoint']"
+    assert f"{keys} ({config.representation_dim},) ({size}, {size}, 3)" in result.stdout
 
 
 def test_bundled_gqn_maze_passes_check_env_and_is_deterministic():
@@ -423,7 +445,7 @@ def test_refresh_re_encodes_the_episode_with_new_weights(model):
     import copy
 
     own = copy.deepcopy(model)
-    env = make(own, scale="sum", obs_keys=("representation", "view"))
+    env = make(own, scale="sum", obs_keys=("representation", "view_encoding"))
     try:
         env.reset(seed=4)
         for action in [2, 1, 2]:
@@ -441,7 +463,7 @@ def test_refresh_re_encodes_the_episode_with_new_weights(model):
             encodings = own.encode(images, vps).flatten(1).numpy()
         assert not np.allclose(before["representation"], after["representation"])
         np.testing.assert_allclose(after["representation"], encodings.sum(0), rtol=1e-4, atol=1e-5)
-        np.testing.assert_allclose(after["view"], encodings[-1], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(after["view_encoding"], encodings[-1], rtol=1e-4, atol=1e-5)
         assert wrapper.frames_seen == 4
     finally:
         env.close()

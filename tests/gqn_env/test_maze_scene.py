@@ -212,6 +212,21 @@ def test_render_map_and_rgb_array_render(make_scene):
     assert frame.shape == (96, 96, 3)
 
 
+def test_render_camera_top_renders_the_map_and_view_is_its_deprecated_name(make_scene):
+    agent = make_scene(render_mode="rgb_array", map_size=64)
+    top = make_scene(render_mode="rgb_array", map_size=64, render_camera="top")
+    with pytest.warns(DeprecationWarning, match="view= argument is now render_camera="):
+        old = make_scene(render_mode="rgb_array", map_size=64, view="top")
+    for env in (agent, top, old):
+        env.reset(seed=0)
+    np.testing.assert_array_equal(top.render(), top.unwrapped.render_map())
+    np.testing.assert_array_equal(old.render(), top.render())
+    assert not np.array_equal(agent.render(), top.render())
+    assert old.unwrapped.view == "top"  # MiniWorld's own attribute, which its human window reads
+    with pytest.raises(TypeError, match="not both"):
+        make_scene(render_camera="top", view="top")
+
+
 def test_bad_step_action_raises(make_scene):
     env = make_scene()
     env.reset(seed=0)
@@ -240,7 +255,7 @@ def test_bad_step_action_raises(make_scene):
         ({"render_mode": "ansi"}, "render_mode"),
         ({"domain_rand": "yes"}, "domain_rand must be True or False"),
         ({"map_size": 8}, "map_size"),
-        ({"view": "side"}, "view"),
+        ({"render_camera": "side"}, "render_camera"),
     ],
 )
 def test_bad_constructor_arguments_raise_value_error_before_opengl(kwargs, match, monkeypatch):
@@ -257,7 +272,7 @@ def test_unknown_argument_is_reported_against_the_scene_with_the_accepted_names(
     with pytest.raises(TypeError, match=r"GQNMazeScene\(\) got unexpected keyword argument\(s\) \['colour'\]") as err:
         gym.make("GQNMazeScene-S2-v0", colour="red")
     assert "MiniWorldEnv" not in str(err.value)
-    assert all(name in str(err.value) for name in ("num_rows", "max_episode_steps", "domain_rand", "view"))
+    assert all(name in str(err.value) for name in ("num_rows", "max_episode_steps", "domain_rand", "render_camera"))
     assert not opened
 
 

@@ -89,12 +89,12 @@ def test_gqn_maze_encodes_on_cuda_like_on_the_cpu(exact_cuda):
 
     observations = {}
     for device in ("cpu", "cuda"):
-        env = gym.make("GQNMaze-v0", device=device, obs_keys=("representation", "patches", "view"))
+        env = gym.make("GQNMaze-v0", device=device, obs_keys=("representation", "patches", "view_encoding"))
         obs, _ = env.reset(seed=3)
         for _ in range(4):
             obs, *_ = env.step(2)  # move forward
         observations[device] = obs
         env.close()
-    for key in ("representation", "patches", "view"):
+    for key in ("representation", "patches", "view_encoding"):
         np.testing.assert_allclose(observations["cuda"][key], observations["cpu"][key], rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(observations["cuda"]["viewpoint"], observations["cpu"]["viewpoint"])

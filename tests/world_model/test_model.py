@@ -173,7 +173,7 @@ def test_config_round_trip_and_presets():
     assert (scaled.sigma_anneal_steps, scaled.lr_anneal_steps) == (300, 600)
     assert scaled.architecture() == GQNConfig.cpu().architecture()
     tower = GQNConfig.tiny().replace(representation="tower", r_channels=5, image_size=32, downsample=4)
-    assert tower.representation_shape == (5, 8, 8) and tower.representation_size == 5 * 8 * 8
+    assert tower.representation_shape == (5, 8, 8) and tower.representation_dim == 5 * 8 * 8
     assert tower.replace(representation="pool").representation_shape == (5, 1, 1)
 
 
@@ -300,3 +300,9 @@ def test_numpy_patch_encoder_matches_torch_and_follows_weight_updates():
         net(torch.rand(2, 3, size, size), torch.rand(2, config.viewpoint_dim)).square().sum().backward()
         optimizer.step()
         assert not np.allclose(encoder(images, viewpoints)[0], r)
+
+
+def test_representation_size_is_a_deprecated_name_of_representation_dim():
+    config = GQNConfig.tiny()
+    with pytest.warns(DeprecationWarning, match="representation_dim"):
+        assert config.representation_size == config.representation_dim == int(np.prod(config.representation_shape))
