@@ -20,6 +20,8 @@ from typing import Any, Protocol
 import gymnasium as gym
 import numpy as np
 
+from world_model.frames import TOP_DOWN_VIEWPOINT
+
 TURN_LEFT, TURN_RIGHT, FORWARD = 0, 1, 2
 
 
@@ -204,8 +206,14 @@ def collect(
     policy: RandomWalker | Explorer,
     frame_skip: int = 1,
     progress: bool = False,
+    top_down: bool = False,
 ) -> int:
-    """Walk one episode per seed and send its frames to ``sink``; return the number of frames."""
+    """Walk one episode per seed and send its frames to ``sink``; return the number of frames.
+
+    With ``top_down``, each scene's frames end with its top-down view
+    (``render_top_down``, viewpoint :data:`~world_model.frames.TOP_DOWN_VIEWPOINT`),
+    the target of the world model's top-down queries; it is counted in the return value.
+    """
     seeds = list(seeds)
     iterator: Any = seeds
     if progress:
@@ -215,8 +223,13 @@ def collect(
     total = 0
     for seed in iterator:
         ep = walk(env, int(seed), steps_per_scene, policy, frame_skip)
-        sink.add_batch(np.full(len(ep.images), ep.scene_id, dtype=np.int64), ep.images, ep.viewpoints)
-        total += len(ep.images)
+        images, viewpoints = ep.images, ep.viewpoints
+        if top_down:
+            above = env.unwrapped.render_top_down(images.shape[1:3])
+            images = np.concatenate([images, above[None]])
+            viewpoints = np.concatenate([viewpoints, TOP_DOWN_VIEWPOINT[None]])
+        sink.add_batch(np.full(len(images), ep.scene_id, dtype=np.int64), images, viewpoints)
+        total += len(images)
     return total
 
 

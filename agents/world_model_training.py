@@ -271,7 +271,13 @@ class Collect(Hook):
         mine = [i for i in range(self.next_scene, self.next_scene + count) if i % loop.world == loop.rank]
         seeds = [training_seeds(self.run.seed, i, 1)[0] for i in mine]
         loop.frames_collected += collect(
-            self.env, loop.buffer, seeds, self.run.steps_per_scene, self.policy, self.run.frame_skip
+            self.env,
+            loop.buffer,
+            seeds,
+            self.run.steps_per_scene,
+            self.policy,
+            self.run.frame_skip,
+            top_down=loop.config.top_down_fraction > 0,
         )
         self.next_scene += count
         loop.scenes_collected += count

@@ -32,6 +32,8 @@ def _collect(args: argparse.Namespace) -> None:
 
     if args.workers < 1:
         raise SystemExit(f"--workers must be >= 1, got {args.workers}")
+    if args.top_down and args.workers > 1:
+        raise SystemExit("--top-down collects with one worker (--workers 1)")
     interrupted = False
     with StoreWriter(args.out, image_size=args.image_size, chunk_frames=args.chunk_frames) as writer:
         try:
@@ -39,7 +41,7 @@ def _collect(args: argparse.Namespace) -> None:
                 env = gym.make(args.env_id, image_size=args.image_size)
                 policy = make_policy(args.policy, np.random.default_rng(args.seed))
                 seeds = training_seeds(args.seed, 0, args.scenes)
-                collect(env, writer, seeds, args.steps, policy, args.frame_skip, True)
+                collect(env, writer, seeds, args.steps, policy, args.frame_skip, True, top_down=args.top_down)
                 env.close()
             else:  # worker processes feeding one store
                 envs = async_scene_envs(
@@ -234,6 +236,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--chunk-frames", type=int, default=256, help="frames per store record")
     p.add_argument(
         "--workers", type=int, default=1, help="env worker processes (AsyncVectorEnv); > 1 keeps every frame"
+    )
+    p.add_argument(
+        "--top-down",
+        action="store_true",
+        help="end each scene with its top-down view (for training with --set top_down_fraction=...)",
     )
     p.set_defaults(func=_collect)
 

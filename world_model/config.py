@@ -155,10 +155,16 @@ class TrainConfig:
     """Max global gradient norm (0 disables clipping)."""
     seed: int = 0
     """Seed of the weights, batches and latent samples."""
+    top_down_fraction: float = 0.0
+    """Share of queries that are the scene's top-down view, where the scene has one (the
+    collectors add it when this is > 0); context stays first-person."""
 
     def __post_init__(self) -> None:
         """Validate on construction."""
         _check_positive(self, "batch_size context_min context_max sigma_anneal_steps lr_anneal_steps".split())
+        fraction = self.top_down_fraction
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
+            raise ValueError(f"TrainConfig.top_down_fraction must be in [0, 1], got {fraction!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ValueError(f"TrainConfig.seed must be an integer, got {self.seed!r}")
         if self.context_min > self.context_max:

@@ -4,7 +4,9 @@ A *frame* (defined in :mod:`world_model.frames`) is ``(scene_id, image, viewpoin
 a scene is one episode of one env: its frames show the same 3D maze from different poses.
 
 :class:`SceneBuffer` groups frames by scene and samples GQN batches (K context
-views plus one query view of the same scene). The on-disk store that persists
+views plus one query view of the same scene). A scene's top-down frame (the maze
+from above, :func:`world_model.frames.is_top_down`) is kept apart: it is never
+context, and it is the query of a ``top_down_fraction`` of the batch items. The on-disk store that persists
 frames is in :mod:`world_model.store`.
 """
 
@@ -16,7 +18,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from world_model.frames import check_frame, check_frames
+from world_model.frames import TOP_DOWN_VIEWPOINT, check_frame, check_frames, is_top_down
 from world_model.store import SceneStore
 
 __all__ = ["SceneBuffer", "check_frame", "check_frames"]
@@ -25,13 +27,14 @@ __all__ = ["SceneBuffer", "check_frame", "check_frames"]
 class _Scene:
     """Frames of one scene in preallocated arrays that grow by doubling up to a cap."""
 
-    __slots__ = ("images", "viewpoints", "size", "seen")
+    __slots__ = ("images", "viewpoints", "size", "seen", "top_down")
 
     def __init__(self, image_size: int, viewpoint_dim: int, capacity: int) -> None:
         self.images = np.empty((capacity, image_size, image_size, 3), dtype=np.uint8)  # (cap, H, W, 3)
         self.viewpoints = np.empty((capacity, viewpoint_dim), dtype=np.float32)  # (cap, D)
-        self.size = 0  # frames stored
-        self.seen = 0  # frames ever offered to this scene
+        self.size = 0  # first-person frames stored
+        self.seen = 0  # first-person frames ever offered to this scene
+        self.top_down: tuple[np.ndarray, np.ndarray] | None = None  # the latest top-down (image, viewpoint)
 
     def insert(self, image: np.ndarray, viewpoint: np.ndarray, max_frames: int, rng: np.random.Generator) -> int:
         """Insert by reservoir sampling (Algorithm R); return the change in stored frames (0 or 1)."""
@@ -105,6 +108,7 @@ class SceneBuffer:
         self._scenes: OrderedDict[int, _Scene] = OrderedDict()
         self._num_frames = 0
         self._total_added = 0
+        self._first_person_added = 0
         self._pixel_sum = np.zeros((image_size, image_size, 3), dtype=np.float64)  # (H, W, 3), exact for < 2**45
         self._lock = threading.Lock()
 
@@ -147,34 +151,47 @@ class SceneBuffer:
         self._insert(*check_frames(scene_ids, images, viewpoints, self.image_size, self.viewpoint_dim))
 
     def _insert(self, ids: np.ndarray, images: np.ndarray, viewpoints: np.ndarray) -> None:
+        top = is_top_down(viewpoints) if self.viewpoint_dim == len(TOP_DOWN_VIEWPOINT) else np.zeros(len(ids), bool)
         with self._lock:
-            for sid, image, viewpoint in zip(ids.tolist(), images, viewpoints, strict=True):
+            for sid, image, viewpoint, top_down in zip(ids.tolist(), images, viewpoints, top, strict=True):
                 scene = self._scenes.get(sid)
                 if scene is None:
                     if len(self._scenes) >= self.max_scenes:
                         _, oldest = self._scenes.popitem(last=False)
-                        self._num_frames -= oldest.size
+                        self._num_frames -= oldest.size + (oldest.top_down is not None)
                     scene = _Scene(self.image_size, self.viewpoint_dim, min(16, self.max_frames_per_scene))
                     self._scenes[sid] = scene
-                self._num_frames += scene.insert(image, viewpoint, self.max_frames_per_scene, self._rng)
-            self._pixel_sum += images.sum(axis=0, dtype=np.float64)
+                if top_down:
+                    self._num_frames += scene.top_down is None
+                    scene.top_down = (image.copy(), viewpoint.copy())
+                else:
+                    self._num_frames += scene.insert(image, viewpoint, self.max_frames_per_scene, self._rng)
+            self._pixel_sum += images[~top].sum(axis=0, dtype=np.float64)
+            self._first_person_added += int((~top).sum())
             self._total_added += len(ids)
 
     def sample(
-        self, batch_size: int, rng: np.random.Generator, num_context: int | tuple[int, int] | None = None
+        self,
+        batch_size: int,
+        rng: np.random.Generator,
+        num_context: int | tuple[int, int] | None = None,
+        top_down_fraction: float = 0.0,
     ) -> dict[str, np.ndarray]:
         """Sample a batch of K context views and one query view per scene.
 
         Scenes are drawn uniformly (with replacement) among eligible scenes: those with
-        at least ``max(min_frames_to_sample, lo + 1)`` frames. K is then drawn once for
-        the batch, uniformly in ``[lo, min(hi, n_min - 1)]`` where ``n_min`` is the
-        smallest frame count among the drawn scenes; each item gets K + 1 distinct
-        frames of its scene, the first K as context and the last as query.
+        at least ``max(min_frames_to_sample, lo + 1)`` first-person frames. K is then
+        drawn once for the batch, uniformly in ``[lo, min(hi, n_min - 1)]`` where
+        ``n_min`` is the smallest frame count among the drawn scenes; each item gets
+        K + 1 distinct first-person frames of its scene, the first K as context and
+        the last as query. With ``top_down_fraction`` = p > 0, each item whose scene
+        has a top-down frame takes it as its query instead, with probability p.
 
         Args:
             batch_size: Number B of batch items.
             rng: The only source of randomness: same seed and same frames give the same batch.
             num_context: K, or an inclusive range ``(lo, hi)``; ``None`` uses ``context_range``.
+            top_down_fraction: Probability p in [0, 1] of a top-down query (0 draws nothing extra from ``rng``).
 
         Returns:
             ``context_images`` (B, K, H, W, 3) uint8, ``context_viewpoints`` (B, K, D)
@@ -188,6 +205,8 @@ class SceneBuffer:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
         if not isinstance(rng, np.random.Generator):
             raise ValueError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+        if not 0.0 <= top_down_fraction <= 1.0:
+            raise ValueError(f"top_down_fraction must be in [0, 1], got {top_down_fraction!r}")
         lo, hi = self._context_bounds(num_context)
         needed = max(self.min_frames_to_sample, lo + 1)
         with self._lock:
@@ -207,11 +226,14 @@ class SceneBuffer:
                 "query_viewpoints": np.empty((batch_size, d), dtype=np.float32),  # (B, D)
                 "scene_ids": np.array([sid for sid, _ in chosen], dtype=np.int64),  # (B,)
             }
+            top = rng.random(batch_size) < top_down_fraction if top_down_fraction > 0 else np.zeros(batch_size, bool)
             for b, (_, scene) in enumerate(chosen):
                 idx = rng.choice(scene.size, size=k + 1, replace=False)  # K context frames, then the query
                 batch["context_images"][b], batch["query_images"][b] = scene.images[idx[:k]], scene.images[idx[k]]
                 batch["context_viewpoints"][b] = scene.viewpoints[idx[:k]]
                 batch["query_viewpoints"][b] = scene.viewpoints[idx[k]]
+                if top[b] and scene.top_down is not None:
+                    batch["query_images"][b], batch["query_viewpoints"][b] = scene.top_down
         return batch
 
     def __len__(self) -> int:
@@ -237,7 +259,7 @@ class SceneBuffer:
             return list(self._scenes)
 
     def get_scene(self, scene_id: int) -> tuple[np.ndarray, np.ndarray]:
-        """Return copies of a scene's ``images (n, H, W, 3)`` and ``viewpoints (n, D)``.
+        """Return copies of a scene's first-person ``images (n, H, W, 3)`` and ``viewpoints (n, D)``.
 
         Raises:
             KeyError: If the scene is not stored.
@@ -248,16 +270,28 @@ class SceneBuffer:
             scene = self._scenes[scene_id]
             return scene.images[: scene.size].copy(), scene.viewpoints[: scene.size].copy()
 
-    def mean_image(self) -> np.ndarray:
-        """Mean of all frames ever added, ``float32 (H, W, 3)`` in [0, 1] (a baseline prediction).
+    def get_top_down(self, scene_id: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Return a copy of a scene's top-down ``(image (H, W, 3), viewpoint (D,))``, or None if it has none.
 
         Raises:
-            ValueError: If no frame was added yet.
+            KeyError: If the scene is not stored.
         """
         with self._lock:
-            if self._total_added == 0:
+            if scene_id not in self._scenes:
+                raise KeyError(f"scene {scene_id!r} is not in the buffer")
+            top_down = self._scenes[scene_id].top_down
+            return None if top_down is None else (top_down[0].copy(), top_down[1].copy())
+
+    def mean_image(self) -> np.ndarray:
+        """Mean of all first-person frames ever added, ``float32 (H, W, 3)`` in [0, 1] (a baseline prediction).
+
+        Raises:
+            ValueError: If no first-person frame was added yet.
+        """
+        with self._lock:
+            if self._first_person_added == 0:
                 raise ValueError("mean_image of an empty buffer")
-            return (self._pixel_sum / (255.0 * self._total_added)).astype(np.float32)
+            return (self._pixel_sum / (255.0 * self._first_person_added)).astype(np.float32)
 
     def save_to(self, path: str | os.PathLike[str], compression_level: int = 6) -> int:
         """Append all stored frames to the store at ``path`` (created if missing), one record per scene.
@@ -270,8 +304,14 @@ class SceneBuffer:
         for sid in self.scene_ids():
             try:
                 images, viewpoints = self.get_scene(sid)
+                top_down = self.get_top_down(sid)
             except KeyError:  # evicted meanwhile by another thread
                 continue
+            if top_down is not None:
+                images, viewpoints = (
+                    np.concatenate([images, top_down[0][None]]),
+                    np.concatenate([viewpoints, top_down[1][None]]),
+                )
             store.append(np.full(len(images), sid, dtype=np.int64), images, viewpoints)
             written += len(images)
         return written

@@ -3,7 +3,9 @@
 A *frame* is ``(scene_id, image, viewpoint)``: ``scene_id`` an int, ``image`` a
 ``uint8`` array ``(H, W, 3)`` with ``H == W == image_size`` and ``viewpoint`` a
 ``float32`` array ``(D,)`` (``D == viewpoint_dim``, 7 by default). A scene is one
-episode of one env: its frames show the same 3D maze from different poses.
+episode of one env: its frames show the same 3D maze from different poses. A scene
+may also hold a *top-down* frame, the whole maze seen from above, marked by its
+viewpoint (:data:`TOP_DOWN_VIEWPOINT`): it is a query target, never context.
 
 :func:`check_frames` validates frames for both the in-memory buffer
 (:mod:`world_model.data`) and the on-disk store (:mod:`world_model.store`); the
@@ -17,7 +19,20 @@ from typing import Protocol
 
 import numpy as np
 
-__all__ = ["FrameSink", "Frames", "check_frame", "check_frames"]
+__all__ = ["TOP_DOWN_VIEWPOINT", "FrameSink", "Frames", "check_frame", "check_frames", "is_top_down"]
+
+#: The viewpoint of a *top-down* frame: the whole scene seen from directly above
+#: (``[x, y, z, cos yaw, sin yaw, cos pitch, sin pitch]`` = centre of the floor, top of
+#: the walls, yaw 0, pitch -90 degrees). No first-person frame looks straight down,
+#: so no first-person viewpoint equals it (:func:`is_top_down`). The layout is the
+#: scene env's (gqn_env/envs/viewpoint.py).
+TOP_DOWN_VIEWPOINT = np.array([0.0, 1.0, 0.0, 1.0, 0.0, 0.0, -1.0], dtype=np.float32)
+
+
+def is_top_down(viewpoints: np.ndarray) -> np.ndarray:
+    """Whether each ``(..., 7)`` viewpoint is :data:`TOP_DOWN_VIEWPOINT` (to 1e-4): a top-down frame."""
+    return (np.abs(np.asarray(viewpoints) - TOP_DOWN_VIEWPOINT) < 1e-4).all(axis=-1)
+
 
 _INT64_MAX = np.iinfo(np.int64).max
 

@@ -9,7 +9,10 @@ general, not what can be memorised about the training scenes. Two capacities:
 
 Targets are either binary (scored by balanced accuracy, 0.5 = chance, so rare
 positives cannot inflate the score) or real vectors (scored by R^2 over all
-target columns, 0 = no better than the training mean).
+target columns, 0 = no better than the training mean). :func:`fit_classifier`
+takes class labels, one or several per sample (one softmax head each), scored
+by accuracy and by balanced accuracy (the mean per-class recall, 1 / classes
+for any guess that ignores the features).
 
 Features are standardised with the training split's mean and spread. Fitting is
 full-batch Adam with weight decay, deterministic for a given ``seed``.
@@ -74,21 +77,27 @@ def _train(
     epochs: int,
     weight_decay: float,
     seed: int,
+    loss_fn: nn.Module | None = None,
+    outputs: int | None = None,
 ) -> tuple[float, nn.Module]:
-    """Full-batch Adam; returns the best validation score seen (checked every 10 epochs) and that net."""
+    """Full-batch Adam; returns the best validation score seen (checked every 10 epochs) and that net.
+
+    ``loss_fn`` and ``outputs`` (the net's output width) replace the defaults set by ``binary``
+    (a logistic or squared loss, one output per target column).
+    """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        width, outputs = xa.shape[1], target.shape[1]
+        width, outputs = xa.shape[1], outputs or target.shape[1]
         if kind == "linear":
             net: nn.Module = nn.Linear(width, outputs)
         else:
             net = nn.Sequential(nn.Linear(width, 64), nn.ReLU(), nn.Linear(64, outputs))
     optimiser = torch.optim.Adam(net.parameters(), lr=1e-2, weight_decay=weight_decay)
-    if binary:
+    if loss_fn is None and binary:
         positives = float(target.sum())
         weight = torch.tensor((len(target) - positives) / max(positives, 1.0))  # balance the classes
-        loss_fn: nn.Module = nn.BCEWithLogitsLoss(pos_weight=weight)
-    else:
+        loss_fn = nn.BCEWithLogitsLoss(pos_weight=weight)
+    elif loss_fn is None:
         loss_fn = nn.MSELoss()
     best, best_state = -np.inf, None
     for epoch in range(1, epochs + 1):
@@ -160,3 +169,112 @@ def fit_probe(
     with torch.no_grad():
         out_a, out_b = net(xa).numpy(), net(xb).numpy()
     return ProbeResult(score(out_b, yb), score(out_a, ya), len(xa), len(xb))
+
+
+@dataclass(frozen=True)
+class ClassifierResult:
+    """A classifier probe's held-out scores and its test predictions."""
+
+    accuracy: float
+    """Share of correct labels on the test split, over all samples and heads."""
+    balanced_accuracy: float
+    """Mean over classes (present in the test labels) of their recall; 1 / classes for a guess."""
+    train_accuracy: float
+    """Accuracy on the training split (the gap shows over-fitting)."""
+    predicted: np.ndarray
+    """``(M, H)`` int64: the predicted labels of the test split, to score subsets of it."""
+    n_train: int
+    n_test: int
+
+
+def balanced_accuracy_multiclass(labels: np.ndarray, predicted: np.ndarray) -> float:
+    """Mean recall over the classes present in ``labels`` (any shapes, compared elementwise)."""
+    labels, predicted = np.asarray(labels).ravel(), np.asarray(predicted).ravel()
+    if labels.shape != predicted.shape or labels.size == 0:
+        raise ValueError(f"labels and predictions must be non-empty and agree, got {labels.shape}, {predicted.shape}")
+    return float(np.mean([np.mean(predicted[labels == c] == c) for c in np.unique(labels)]))
+
+
+class _HeadsCrossEntropy(nn.Module):
+    """Softmax cross-entropy of ``(N, H * C)`` logits against ``(N, H)`` labels, H independent heads."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(logits.reshape(-1, self.num_classes), labels.reshape(-1))
+
+
+def fit_classifier(
+    x_train: np.ndarray,
+    labels_train: np.ndarray,
+    x_test: np.ndarray,
+    labels_test: np.ndarray,
+    num_classes: int,
+    kind: str = "linear",
+    epochs: int = 300,
+    seed: int = 0,
+) -> ClassifierResult:
+    """Fit a multi-class probe on ``(x_train, labels_train)`` and score it on ``(x_test, labels_test)``.
+
+    As :func:`fit_probe` (standardised features, the last fifth of the training
+    rows held back to choose the weight decay and the epoch, the test split
+    touched once), with one softmax head per label column.
+
+    Args:
+        x_train: ``(N, F)`` features.
+        labels_train: ``(N,)`` or ``(N, H)`` integer labels in ``[0, num_classes)``: H heads.
+        x_test: ``(M, F)`` features of other scenes.
+        labels_test: Labels of the test split, as ``labels_train``.
+        num_classes: Classes per head.
+        kind: ``"linear"`` or ``"mlp"``.
+        epochs: Most full-batch Adam steps.
+        seed: Seed of the weights.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if len(x_train) != len(labels_train) or len(x_test) != len(labels_test):
+        raise ValueError(
+            f"features and labels disagree: {len(x_train)}/{len(labels_train)}, {len(x_test)}/{len(labels_test)}"
+        )
+    if len(x_train) < 5 or len(x_test) < 1:
+        raise ValueError(f"need at least 5 training and 1 test samples, got {len(x_train)} and {len(x_test)}")
+    ya = np.asarray(labels_train).reshape(len(x_train), -1)
+    yb = np.asarray(labels_test).reshape(len(x_test), -1)
+    if ya.shape[1] != yb.shape[1] or ya.dtype.kind not in "iu" or yb.dtype.kind not in "iu":
+        raise ValueError(
+            f"labels must be integers with the same heads, got {ya.dtype} {ya.shape}, {yb.dtype} {yb.shape}"
+        )
+    if num_classes < 2 or min(ya.min(), yb.min()) < 0 or max(ya.max(), yb.max()) >= num_classes:
+        raise ValueError(f"labels must lie in [0, {num_classes}) with num_classes >= 2")
+    heads = ya.shape[1]
+    cut = len(x_train) - max(1, len(x_train) // 5)
+    x_train, x_test = np.asarray(x_train, np.float64), np.asarray(x_test, np.float64)
+    xa, xv = _standardise(x_train[:cut], x_train[cut:])
+    _, xb = _standardise(x_train[:cut], x_test)
+    ya, yv = ya[:cut], ya[cut:]
+
+    def predict(net: nn.Module, x: torch.Tensor) -> np.ndarray:
+        with torch.no_grad():
+            return net(x).reshape(len(x), heads, num_classes).argmax(dim=-1).numpy()
+
+    def validation_accuracy(out: np.ndarray) -> float:
+        return float(np.mean(out.reshape(len(out), heads, num_classes).argmax(axis=-1) == yv))
+
+    target = torch.from_numpy(ya.astype(np.int64))
+    loss_fn, outputs = _HeadsCrossEntropy(num_classes), heads * num_classes
+    fits = [
+        _train(xa, target, xv, validation_accuracy, kind, False, epochs, decay, seed, loss_fn, outputs)
+        for decay in WEIGHT_DECAYS
+    ]
+    _, net = max(fits, key=lambda fit: fit[0])
+    predicted, train_predicted = predict(net, xb), predict(net, xa)
+    return ClassifierResult(
+        accuracy=float(np.mean(predicted == yb)),
+        balanced_accuracy=balanced_accuracy_multiclass(yb, predicted),
+        train_accuracy=float(np.mean(train_predicted == ya)),
+        predicted=predicted,
+        n_train=len(xa),
+        n_test=len(xb),
+    )

@@ -153,7 +153,10 @@ class Trainer:
         c = self.config
         with self.sampler_lock:
             if self._pass_num_context:
-                batch = self.sampler.sample(c.batch_size, self.np_rng, num_context=(c.context_min, c.context_max))
+                extra = {"top_down_fraction": c.top_down_fraction} if c.top_down_fraction > 0 else {}
+                batch = self.sampler.sample(
+                    c.batch_size, self.np_rng, num_context=(c.context_min, c.context_max), **extra
+                )
             else:
                 batch = self.sampler.sample(c.batch_size, self.np_rng)
         batch = dict(batch)

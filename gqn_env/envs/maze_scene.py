@@ -483,6 +483,15 @@ class GQNMazeScene(MiniWorldEnv, utils.EzPickle):
         """Top-down picture of the whole scene with the agent, ``(map_size, map_size, 3)`` uint8."""
         return self.render_top_view(self.vis_fb)
 
+    def render_top_down(self, image_size: int | Sequence[int] | None = None) -> np.ndarray:
+        """The whole maze seen from directly above, without the agent: the GQN's top-down target.
+
+        Orthographic, a 1 m margin around the floor, at the observation's size by default.
+        Its viewpoint is :data:`~gqn_env.envs.viewpoint.TOP_DOWN_VIEWPOINT` in every scene.
+        Leaves the env as it was. Returns ``(H, W, 3)`` uint8.
+        """
+        return self.render_top_view(self._view_framebuffer(image_size), render_agent=False)
+
     def render(self) -> np.ndarray | None:
         """``rgb_array``: the egocentric view (``render_camera="agent"``) or the map (``"top"``) at ``map_size``.
 

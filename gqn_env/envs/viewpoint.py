@@ -15,8 +15,13 @@ Conventions (stated once, used everywhere):
   bounds, ``y_n`` the camera height scaled to [-1, 1] by the wall height. This
   is the 7-d viewpoint of Eslami et al. (2018): position, then the cosine and
   sine of yaw and of pitch.
+* The **top-down view** (:meth:`GQNMazeScene.render_top_down`, the whole maze from
+  directly above, no agent) has the viewpoint :data:`TOP_DOWN_VIEWPOINT`:
+  ``[0, 1, 0, 1, 0, 0, -1]``, the centre of the floor at the top of the walls,
+  looking straight down (pitch -90 degrees). First-person poses never look straight
+  down, so no first-person viewpoint equals it.
 
-This module imports numpy only, so it is safe to use without OpenGL.
+This module needs no OpenGL (numpy, and the frame layout of :mod:`world_model.frames`).
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from world_model.frames import TOP_DOWN_VIEWPOINT, is_top_down  # noqa: F401  (stated once, with the frames)
 
 VIEWPOINT_DIM = 7
 

@@ -7,6 +7,7 @@ import pytest
 from agents.collectors import FORWARD, Explorer, RandomWalker, Tee, collect, collect_vector, make_policy, walk
 from gqn_env.envs.viewpoint import Pose
 from tests.conftest import SMALL_SCENE
+from world_model.frames import is_top_down
 
 
 class ListSink:
@@ -116,3 +117,17 @@ def test_coverage_counts_what_the_camera_sees(make_scene):
     one = coverage(scene, [np.array([cx, cz, 0.0])])
     four = coverage(scene, [np.array([cx, cz, k * np.pi / 2]) for k in range(4)])
     assert 0 < one < four <= 1
+
+
+def test_collect_with_top_down_ends_each_scene_with_its_view_from_above(make_scene):
+    env = make_scene()
+    plain, topped = ListSink(), ListSink()
+    collect(env, plain, [7, 8], 20, RandomWalker(np.random.default_rng(1)), frame_skip=5)
+    n = collect(env, topped, [7, 8], 20, RandomWalker(np.random.default_rng(1)), frame_skip=5, top_down=True)
+    assert n == len(topped.ids) == len(plain.ids) + 2
+    marks = is_top_down(np.stack(topped.viewpoints))
+    assert marks.sum() == 2 and not is_top_down(np.stack(plain.viewpoints)).any()
+    ends = np.flatnonzero(marks)
+    assert [topped.ids[i] for i in ends] == [7, 8] and ends[-1] == n - 1  # the last frame of each scene
+    env.reset(seed=8)
+    np.testing.assert_array_equal(topped.images[ends[-1]], env.unwrapped.render_top_down())

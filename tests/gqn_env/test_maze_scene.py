@@ -227,6 +227,22 @@ def test_render_camera_top_renders_the_map_and_view_is_its_deprecated_name(make_
         make_scene(render_camera="top", view="top")
 
 
+def test_render_top_down_shows_the_maze_without_the_agent_and_changes_nothing(make_scene):
+    env = make_scene(image_size=32)
+    obs, _ = env.reset(seed=2)
+    scene = env.unwrapped
+    before = scene.render_top_down()
+    assert before.shape == (32, 32, 3) and before.dtype == np.uint8 and before.std() > 5
+    assert scene.render_top_down(48).shape == (48, 48, 3)
+    for _ in range(6):  # the agent moves; the view from above does not show it
+        obs, *_ = env.step(2)
+    np.testing.assert_array_equal(scene.render_top_down(), before)
+    np.testing.assert_array_equal(scene.render_obs(), obs["image"])  # the env's own frame is untouched
+    other = make_scene(image_size=32)
+    other.reset(seed=3)
+    assert not np.array_equal(other.unwrapped.render_top_down(), before)  # another maze
+
+
 def test_bad_step_action_raises(make_scene):
     env = make_scene()
     env.reset(seed=0)

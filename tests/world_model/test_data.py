@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from world_model.data import SceneBuffer
+from world_model.frames import TOP_DOWN_VIEWPOINT, is_top_down
 from world_model.store import SceneStore, StoreCorruptionWarning, StoreWriter
 
 S, D = 8, 7
@@ -588,3 +589,65 @@ def test_imports_between_frames_store_and_data_go_one_way():
     assert "world_model.data" not in imported("store") | imported("frames")
     assert "world_model.store" not in imported("frames")
     assert {"world_model.frames", "world_model.store"} <= imported("data")
+
+
+def _with_top_down(scene_id: int, n: int):
+    """``n`` first-person frames of a scene, then its top-down frame (all pixels 200)."""
+    ids, images, viewpoints = frames(scene_id, n)
+    top = np.full((1, S, S, 3), 200, dtype=np.uint8)
+    return (
+        np.append(ids, scene_id),
+        np.concatenate([images, top]),
+        np.concatenate([viewpoints, TOP_DOWN_VIEWPOINT[None]]),
+    )
+
+
+def test_a_top_down_frame_is_kept_apart_and_is_never_context():
+    buffer = SceneBuffer(image_size=S, max_frames_per_scene=4)
+    for sid in range(3):
+        buffer.add_batch(*_with_top_down(sid, 6))  # more first-person frames than the reservoir keeps
+    assert len(buffer) == 3 * (4 + 1) and buffer.total_added == 3 * 7
+    images, viewpoints = buffer.get_scene(1)
+    assert len(images) == 4 and not is_top_down(viewpoints).any()
+    image, viewpoint = buffer.get_top_down(1)
+    assert (image == 200).all() and is_top_down(viewpoint)
+    # The mean image is of first-person frames only (channel 0 is the scene id, 0..2).
+    assert buffer.mean_image()[..., 0].max() < 3 / 255 + 1e-6
+    everything = buffer.sample(64, np.random.default_rng(0), num_context=3, top_down_fraction=1.0)
+    assert is_top_down(everything["query_viewpoints"]).all() and (everything["query_images"] == 200).all()
+    assert not is_top_down(everything["context_viewpoints"]).any()
+    some = buffer.sample(400, np.random.default_rng(0), num_context=3, top_down_fraction=0.25)
+    assert 0.15 < is_top_down(some["query_viewpoints"]).mean() < 0.35
+
+
+def test_top_down_fraction_zero_draws_the_same_batches_as_before():
+    with_top, without = SceneBuffer(image_size=S), SceneBuffer(image_size=S)
+    for sid in range(3):
+        with_top.add_batch(*_with_top_down(sid, 6))
+        without.add_batch(*frames(sid, 6))
+    a = with_top.sample(8, np.random.default_rng(1), num_context=2)
+    b = without.sample(8, np.random.default_rng(1), num_context=2)
+    for key in KEYS:
+        np.testing.assert_array_equal(a[key], b[key])
+    with pytest.raises(ValueError, match="top_down_fraction"):
+        with_top.sample(8, np.random.default_rng(1), top_down_fraction=1.5)
+
+
+def test_a_scene_without_a_top_down_frame_keeps_first_person_queries():
+    buffer = SceneBuffer(image_size=S)
+    buffer.add_batch(*frames(0, 5))
+    assert buffer.get_top_down(0) is None
+    batch = buffer.sample(16, np.random.default_rng(0), num_context=2, top_down_fraction=1.0)
+    assert not is_top_down(batch["query_viewpoints"]).any()
+
+
+def test_top_down_frames_survive_a_store_round_trip_and_eviction(tmp_path):
+    buffer = SceneBuffer(image_size=S, max_scenes=2)
+    for sid in range(3):  # scene 0 is evicted with its top-down frame
+        buffer.add_batch(*_with_top_down(sid, 4))
+    assert buffer.scene_ids() == [1, 2] and len(buffer) == 2 * 5
+    assert buffer.save_to(tmp_path / "s.gqn") == 2 * 5
+    loaded = SceneBuffer.from_store(tmp_path / "s.gqn")
+    for sid in (1, 2):
+        np.testing.assert_array_equal(loaded.get_top_down(sid)[0], buffer.get_top_down(sid)[0])
+        np.testing.assert_array_equal(loaded.get_scene(sid)[0], buffer.get_scene(sid)[0])

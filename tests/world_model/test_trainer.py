@@ -246,3 +246,20 @@ def test_noise_generator_of_another_device_type_is_reseeded_deterministically(ti
     torch.testing.assert_close(draws[0], draws[1])  # the same reseed each time
     fresh = Trainer(tiny_config, tiny_buffer)
     assert not torch.equal(draws[0], torch.randn(4, generator=fresh.torch_rng))
+
+
+def test_top_down_fraction_makes_top_down_queries_and_is_validated(tiny_config, tiny_buffer):
+    from world_model.frames import TOP_DOWN_VIEWPOINT, is_top_down
+
+    s = tiny_config.image_size
+    for scene in tiny_buffer.scene_ids():
+        tiny_buffer.add(scene, np.full((s, s, 3), 9, dtype=np.uint8), TOP_DOWN_VIEWPOINT)
+    trainer = Trainer(tiny_config.replace(top_down_fraction=1.0), tiny_buffer)
+    batch = trainer.sample_batch()
+    assert is_top_down(batch["query_viewpoints"]).all() and not is_top_down(batch["context_viewpoints"]).any()
+    assert math.isfinite(trainer.step()["loss"])
+    plain = Trainer(tiny_config, tiny_buffer).sample_batch()
+    assert not is_top_down(plain["query_viewpoints"]).any()
+    for bad in (-0.1, 1.5, True):
+        with pytest.raises(ValueError, match="top_down_fraction"):
+            tiny_config.replace(top_down_fraction=bad)
