@@ -31,10 +31,30 @@ def label(image: np.ndarray, text: str) -> np.ndarray:
     return np.concatenate([np.asarray(band), image], axis=0)
 
 
-def side_by_side(true_view: np.ndarray, imagined: np.ndarray, top_map: np.ndarray, frames_seen: int) -> np.ndarray:
+def heat(values: np.ndarray, top: float) -> np.ndarray:
+    """A ``(H, W)`` array in [0, ``top``] as a black-red-yellow-white picture, ``(H, W, 3)`` uint8."""
+    t = np.clip(np.asarray(values, dtype=np.float32) / max(top, 1e-9), 0, 1)[..., None]  # (H, W, 1)
+    ramp = np.clip(np.concatenate([3 * t, 3 * t - 1, 3 * t - 2], axis=-1), 0, 1)  # R, then G, then B rise
+    return (ramp * 255).round().astype(np.uint8)
+
+
+#: Spread (pixel std in [0, 1] units) shown at full brightness in the uncertainty panel.
+SPREAD_SCALE = 0.25
+
+
+def side_by_side(
+    true_view: np.ndarray,
+    imagined: np.ndarray,
+    top_map: np.ndarray,
+    frames_seen: int,
+    imagined_map: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
     """One frame: the true egocentric view, the imagined view for the same pose, and the map.
 
-    All panels are scaled to the map's height so they line up.
+    With ``imagined_map`` = ``(map, spread)`` (:meth:`GQNRepresentation.imagine_top_down`),
+    two more panels: the maze from above as the model imagines it, and its uncertainty
+    (per-pixel spread of prior samples; white is :data:`SPREAD_SCALE` or more). All
+    panels are scaled to the map's height so they line up.
     """
     size = top_map.shape[0]
     panels = [
@@ -42,8 +62,15 @@ def side_by_side(true_view: np.ndarray, imagined: np.ndarray, top_map: np.ndarra
         label(_resize(imagined, size), f"imagined ({frames_seen} frames)"),
         label(top_map, "map"),
     ]
+    if imagined_map is not None:
+        mean, spread = imagined_map
+        panels.append(label(_resize(mean, size), "imagined map"))
+        panels.append(label(_resize(heat(spread, SPREAD_SCALE), size), "its uncertainty"))
     gap = np.full((panels[0].shape[0], 4, 3), 255, dtype=np.uint8)
-    return np.concatenate([panels[0], gap, panels[1], gap, panels[2]], axis=1)
+    out = [panels[0]]
+    for panel in panels[1:]:
+        out += [gap, panel]
+    return np.concatenate(out, axis=1)
 
 
 def grid(rows: Sequence[Sequence[np.ndarray]], row_labels: Sequence[str], size: int = 96) -> np.ndarray:

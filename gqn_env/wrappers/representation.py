@@ -54,7 +54,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from gqn_env.envs.viewpoint import VIEWPOINT_DIM, Pose
+from gqn_env.envs.viewpoint import TOP_DOWN_VIEWPOINT, VIEWPOINT_DIM, Pose
 from world_model.representation import NumpyPatchEncoder, PatchRepresentation
 
 OBS_KEYS = ("representation", "view_encoding", "patches", "recall", "viewpoint", "image")
@@ -530,19 +530,46 @@ class GQNRepresentation(gym.Wrapper):
             viewpoint = scene.viewpoint(pose)
         return self.state.imagine(0, viewpoint[None], seed=seed, sample=sample)[0]
 
+    @property
+    def knows_top_down(self) -> bool:
+        """Whether the model was trained on top-down queries (``top_down_fraction`` > 0)."""
+        return getattr(self.model.config, "top_down_fraction", 0.0) > 0
+
+    def imagine_top_down(self, samples: int = 4, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """The maze from above as the model imagines it from the frames so far, and its uncertainty.
+
+        Returns:
+            ``(map (S, S, 3) uint8`` (the prior-mean prediction), ``spread (S, S) float32)``: the
+            per-pixel standard deviation over ``samples`` prior samples (seeded), in [0, 1] pixel
+            units averaged over channels; zeros when ``samples`` < 2. Meaningful for a model
+            trained with top-down queries (:attr:`knows_top_down`).
+        """
+        if self._last_obs is None:
+            raise RuntimeError("Call reset() before imagine_top_down()")
+        query = TOP_DOWN_VIEWPOINT[None]
+        mean = self.state.imagine(0, query)[0]
+        draws = [self.state.imagine(0, query, seed=seed + k, sample=True)[0] for k in range(samples)]
+        spread = np.stack(draws).astype(np.float32).std(axis=0).mean(axis=-1) / 255 if samples > 1 else None
+        return mean, np.zeros(mean.shape[:2], np.float32) if spread is None else spread
+
     def render(self) -> np.ndarray | None:
-        """``rgb_array``: true view | imagined view | top-down map, labelled, side by side."""
+        """``rgb_array``: true view | imagined view | map, labelled, side by side.
+
+        A model trained with top-down queries adds the imagined map and its uncertainty.
+        """
         if self.env.unwrapped.render_mode != "rgb_array":
             return self.env.render()
         from gqn_env.wrappers.imagination import side_by_side
 
         scene = self.env.unwrapped
         pose = scene.pose
+        imagined_map = self.imagine_top_down() if self.knows_top_down else None
         return side_by_side(
             true_view=scene.render_view(pose, image_size=scene.map_size),
             imagined=self.imagine(pose),
             top_map=scene.render_map(),
             frames_seen=self.frames_seen,
+            imagined_map=imagined_map,
         )
 
 

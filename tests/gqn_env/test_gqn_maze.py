@@ -127,6 +127,30 @@ def test_same_seed_same_observations(model):
         b.close()
 
 
+def test_a_model_trained_on_top_down_queries_renders_its_imagined_map_and_uncertainty(model):
+    from gqn_env.envs.viewpoint import TOP_DOWN_VIEWPOINT
+    from gqn_env.wrappers.imagination import SPREAD_SCALE, heat
+
+    torch.manual_seed(0)
+    top_model = GQN(GQNConfig.tiny().replace(top_down_fraction=0.25)).eval()
+    plain, top = make(model, render_mode="rgb_array"), make(top_model, render_mode="rgb_array")
+    try:
+        plain.reset(seed=0)
+        top.reset(seed=0)
+        assert not plain.get_wrapper_attr("knows_top_down") and top.get_wrapper_attr("knows_top_down")
+        panel = 64 + 4  # map_size 64 and the gap
+        assert plain.render().shape[1] == 3 * panel - 4
+        assert top.render().shape[1] == 5 * panel - 4  # + imagined map + its uncertainty
+        mean, spread = top.get_wrapper_attr("imagine_top_down")(samples=3)
+        np.testing.assert_array_equal(mean, top.get_wrapper_attr("imagine")(TOP_DOWN_VIEWPOINT))
+        assert spread.shape == mean.shape[:2] and spread.min() >= 0 and spread.max() > 0  # samples differ
+        np.testing.assert_array_equal(spread, top.get_wrapper_attr("imagine_top_down")(samples=3)[1])  # seeded
+        assert (heat(np.array([[0.0, SPREAD_SCALE]]), SPREAD_SCALE) == [[[0, 0, 0], [255, 255, 255]]]).all()
+    finally:
+        plain.close()
+        top.close()
+
+
 def test_imagine_and_render(model):
     env = make(model, render_mode="rgb_array")
     try:
