@@ -20,8 +20,6 @@ from typing import Any, Protocol
 import gymnasium as gym
 import numpy as np
 
-from world_model.frames import TOP_DOWN_VIEWPOINT
-
 TURN_LEFT, TURN_RIGHT, FORWARD = 0, 1, 2
 
 
@@ -225,6 +223,8 @@ def collect(
         ep = walk(env, int(seed), steps_per_scene, policy, frame_skip)
         images, viewpoints = ep.images, ep.viewpoints
         if top_down:
+            from world_model.frames import TOP_DOWN_VIEWPOINT  # here: the module stays light (no torch) to import
+
             above = env.unwrapped.render_top_down(images.shape[1:3])
             images = np.concatenate([images, above[None]])
             viewpoints = np.concatenate([viewpoints, TOP_DOWN_VIEWPOINT[None]])

@@ -60,10 +60,15 @@ _FLAT_DEFAULTS: dict[str, Any] = {
 }  # fmt: skip
 
 
+#: Training fields added after checkpoints were written: a config without one takes this value.
+LATER_TRAIN_DEFAULTS: dict[str, Any] = {"top_down_fraction": 0.0}
+
+
 def migrate_config(data: Mapping[str, Any]) -> dict[str, Any]:
     """A checkpoint's config in the current layout, ``{"model": {...}, "train": {...}}``.
 
-    A dict already in that layout is returned as it is. An older one, one flat dict of
+    A dict already in that layout is returned as it is, but for training fields added
+    since (:data:`LATER_TRAIN_DEFAULTS`), which take their defaults. An older one, one flat dict of
     every field (``GQNConfig`` before the split into architecture and training), is
     mapped field by field: the training fields go to ``train``, and of the architecture
 
@@ -78,7 +83,7 @@ def migrate_config(data: Mapping[str, Any]) -> dict[str, Any]:
         ValueError: If the dict is neither layout, or holds a variant that no longer exists.
     """
     if set(data) <= {"model", "train"}:
-        return {key: dict(data.get(key, {})) for key in ("model", "train")}
+        return {"model": dict(data.get("model", {})), "train": {**LATER_TRAIN_DEFAULTS, **data.get("train", {})}}
     unknown = sorted(set(data) - set(_FLAT_DEFAULTS) - set(TRAIN_FIELDS))
     if unknown:
         raise ValueError(f"Unknown config keys {unknown}")
@@ -94,7 +99,7 @@ def migrate_config(data: Mapping[str, Any]) -> dict[str, Any]:
             "(only the paper's tower remains)"
         )
     model = {k: model[k] for k in MODEL_FIELDS if k in model}  # in field order
-    return {"model": model, "train": {k: data[k] for k in TRAIN_FIELDS if k in data}}
+    return {"model": model, "train": {**LATER_TRAIN_DEFAULTS, **{k: data[k] for k in TRAIN_FIELDS if k in data}}}
 
 
 def save_checkpoint(

@@ -21,7 +21,7 @@ Conventions (stated once, used everywhere):
   looking straight down (pitch -90 degrees). First-person poses never look straight
   down, so no first-person viewpoint equals it.
 
-This module needs no OpenGL (numpy, and the frame layout of :mod:`world_model.frames`).
+This module imports numpy only, so it is safe to use without OpenGL (or torch).
 """
 
 from __future__ import annotations
@@ -31,9 +31,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from world_model.frames import TOP_DOWN_VIEWPOINT, is_top_down  # noqa: F401  (stated once, with the frames)
-
 VIEWPOINT_DIM = 7
+
+#: The top-down view's viewpoint (module docstring). ``world_model.frames`` holds the same
+#: vector for the trainer, which cannot import the envs; a test keeps the two equal.
+TOP_DOWN_VIEWPOINT = np.array([0.0, 1.0, 0.0, 1.0, 0.0, 0.0, -1.0], dtype=np.float32)
 
 
 @dataclass(frozen=True)

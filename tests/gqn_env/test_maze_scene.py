@@ -227,6 +227,15 @@ def test_render_camera_top_renders_the_map_and_view_is_its_deprecated_name(make_
         make_scene(render_camera="top", view="top")
 
 
+def test_the_top_down_viewpoint_is_the_same_for_the_envs_and_the_trainer():
+    from gqn_env.envs.viewpoint import TOP_DOWN_VIEWPOINT
+    from world_model.frames import TOP_DOWN_VIEWPOINT as TRAINER_TOP_DOWN
+    from world_model.frames import is_top_down
+
+    np.testing.assert_array_equal(TOP_DOWN_VIEWPOINT, TRAINER_TOP_DOWN)
+    assert is_top_down(TOP_DOWN_VIEWPOINT) and np.abs(TOP_DOWN_VIEWPOINT).max() <= 1
+
+
 def test_render_top_down_shows_the_maze_without_the_agent_and_changes_nothing(make_scene):
     env = make_scene(image_size=32)
     obs, _ = env.reset(seed=2)

@@ -200,5 +200,8 @@ def test_the_bundled_model_is_saved_in_the_current_layout():
     bundled = Path(__file__).resolve().parents[2] / "gqn_env" / "assets" / "gqn_maze_cpu.pt"
     wrapper = torch.load(bundled, weights_only=True)
     content = torch.load(io.BytesIO(wrapper["payload"].numpy().tobytes()), weights_only=True)
-    assert content["config"] == GQNConfig.from_dict(content["config"]).to_dict()  # no migration needed
+    config = content["config"]
+    current = GQNConfig.from_dict(config).to_dict()
+    assert set(config) == {"model", "train"} and config["model"] == current["model"]  # no migration needed
+    assert {**current["train"], **config["train"]} == current["train"]  # training fields added since: defaults
     assert GQNConfig.from_dict(content["config"]).architecture() == GQNConfig.cpu().architecture()
