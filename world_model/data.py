@@ -6,8 +6,8 @@ a scene is one episode of one env: its frames show the same 3D maze from differe
 :class:`SceneBuffer` groups frames by scene and samples GQN batches (K context
 views plus one query view of the same scene). A scene's top-down frame (the maze
 from above, :func:`world_model.frames.is_top_down`) is kept apart: it is never
-context, and it is the query of a ``top_down_fraction`` of the batch items. The on-disk store that persists
-frames is in :mod:`world_model.store`.
+context, and it is the query of a ``top_down_fraction`` of the batch items. The
+on-disk store that persists frames is in :mod:`world_model.store`.
 """
 
 from __future__ import annotations
