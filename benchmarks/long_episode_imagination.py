@@ -31,6 +31,7 @@ from agents.world_model_training import make_eval_scenes
 from benchmarks._common import add_output_options, format_table, write_json
 from gqn_env.envs.gqn_maze import load_world_model
 from world_model.evaluation import per_image_mse, per_image_psnr
+from world_model.model import scale_to_context
 
 
 def psnr(pred: torch.Tensor, truth: np.ndarray) -> np.ndarray:
@@ -60,7 +61,7 @@ def main() -> None:
         spread = np.linspace(0, n - 1, 16).round().astype(int)
         rs = {
             "all frames, raw sum": per_view.sum(0),
-            "all frames, scaled": per_view.sum(0) * (min(n, k) / n),
+            "all frames, scaled": scale_to_context(per_view.sum(0), n, k),
             "16 spread frames": per_view[spread].sum(0),
         }
         q = len(scene.query_viewpoints)

@@ -44,6 +44,7 @@ from gqn_env.envs.gqn_maze import load_world_model
 from world_model.atomic import atomic_path
 from world_model.evaluation import per_image_mse, per_image_psnr
 from world_model.frames import TOP_DOWN_VIEWPOINT
+from world_model.model import scale_to_context
 
 FRAME_COUNTS = (1, 4, 16, 64)
 
@@ -73,16 +74,14 @@ def pixel_floor_points(scene, size: int) -> tuple[np.ndarray, np.ndarray]:
 
 @torch.inference_mode()
 def imagine(
-    model, images: np.ndarray, viewpoints: np.ndarray, samples: int, seed: int
+    model, encodings: torch.Tensor, images: np.ndarray, viewpoints: np.ndarray, samples: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """The top-down prediction (prior mean) from these frames and the per-pixel std of ``samples`` prior samples.
 
+    ``encodings`` are the frames' own (``model.encode``), ``(n, C, h, w)``.
     Returns ``(mean (S, S, 3) in [0, 1], std (S, S) over samples, averaged over channels)``.
     """
-    context_max = model.config.context_max
-    encodings = model.encode(images, viewpoints)  # (n, C, h, w)
-    n = len(images)
-    r = encodings.sum(dim=0, keepdim=True) * (min(n, context_max) / n)  # (1, C, h, w)
+    r = scale_to_context(encodings.sum(dim=0, keepdim=True), len(images), model.config.context_max)  # (1, C, h, w)
     context = (images[None], viewpoints[None])
     query = torch.as_tensor(TOP_DOWN_VIEWPOINT[None], device=model.device)
     mean = model.render(r, query, context=context)[0].permute(1, 2, 0).cpu().numpy()
@@ -121,15 +120,18 @@ def run(args: argparse.Namespace) -> dict:
     env.close()
 
     counts = sorted({min(c, args.steps) for c in FRAME_COUNTS} | {args.steps})
+    with torch.inference_mode():  # each walk's frames encoded once; every prefix sums a slice
+        codes = [model.encode(ep.images, ep.viewpoints) for ep in walks]
     per_scene = []
     for i, (ep, truth, (on_floor, seen)) in enumerate(zip(walks, tops, floors, strict=True)):
-        other = walks[(i + 1) % len(walks)]
+        j = (i + 1) % len(walks)
+        other = walks[j]
         rows = []
         for count in counts:
             n = min(count, len(ep.images))
-            mean, std = imagine(model, ep.images[:n], ep.viewpoints[:n], args.samples, seed=i)
+            mean, std = imagine(model, codes[i][:n], ep.images[:n], ep.viewpoints[:n], args.samples, seed=i)
             m = min(count, len(other.images))
-            shuffled, _ = imagine(model, other.images[:m], other.viewpoints[:m], 0, seed=i)
+            shuffled, _ = imagine(model, codes[j][:m], other.images[:m], other.viewpoints[:m], 0, seed=i)
             seen_now = seen[n - 1] & on_floor
             unseen_now = ~seen[n - 1] & on_floor
             flat_std = std.reshape(-1)

@@ -88,6 +88,17 @@ def forward_batch(
     )
 
 
+def scale_to_context(r_sum: Any, frames: int, context_max: int) -> Any:
+    """A sum of ``frames`` per-view encodings scaled to ``min(frames, context_max)`` views' worth.
+
+    The GQN is trained on sums of at most ``context_max`` views; a longer episode's sum
+    is scaled down to that many views' worth before it renders (docs/results.md, long
+    episodes). Works on numpy arrays and torch tensors alike.
+    """
+    frames = max(int(frames), 1)
+    return r_sum * (min(frames, context_max) / frames)
+
+
 def _gather_nearest(
     images: torch.Tensor, viewpoints: torch.Tensor, query_viewpoints: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:

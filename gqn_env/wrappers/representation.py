@@ -55,6 +55,7 @@ import torch
 from gymnasium import spaces
 
 from gqn_env.envs.viewpoint import TOP_DOWN_VIEWPOINT, VIEWPOINT_DIM, Pose
+from world_model.model import scale_to_context
 from world_model.representation import NumpyPatchEncoder, PatchRepresentation
 
 OBS_KEYS = ("representation", "view_encoding", "patches", "recall", "viewpoint", "image")
@@ -331,8 +332,7 @@ class RepresentationState:
         guess and what the evaluation scores; ``sample=True`` draws latents (seeded).
         """
         vps = np.asarray(viewpoints, dtype=np.float32).reshape(-1, VIEWPOINT_DIM)
-        seen = max(int(self.counts[slot]), 1)
-        scaled = self.sums[slot : slot + 1] * (min(seen, self.config.context_max) / seen)  # (1, C, h, w)
+        scaled = scale_to_context(self.sums[slot : slot + 1], self.counts[slot], self.config.context_max)
         r = torch.from_numpy(scaled).to(self.device).expand(len(vps), *self.sums.shape[1:])
         generator = torch.Generator(device=self.device).manual_seed(seed)
         episode = self.episodes[slot]
@@ -548,9 +548,10 @@ class GQNRepresentation(gym.Wrapper):
             raise RuntimeError("Call reset() before imagine_top_down()")
         query = TOP_DOWN_VIEWPOINT[None]
         mean = self.state.imagine(0, query)[0]
+        if samples < 2:
+            return mean, np.zeros(mean.shape[:2], np.float32)
         draws = [self.state.imagine(0, query, seed=seed + k, sample=True)[0] for k in range(samples)]
-        spread = np.stack(draws).astype(np.float32).std(axis=0).mean(axis=-1) / 255 if samples > 1 else None
-        return mean, np.zeros(mean.shape[:2], np.float32) if spread is None else spread
+        return mean, np.stack(draws).astype(np.float32).std(axis=0).mean(axis=-1) / 255
 
     def render(self) -> np.ndarray | None:
         """``rgb_array``: true view | imagined view | map, labelled, side by side.
