@@ -20,7 +20,8 @@ observation and the ground truth the agent never observes
 
 Candidates: the bundled model's ``representation`` (mean over the episode),
 ``view_encoding`` (the current frame's vector), ``patches`` (the current frame's
-per-patch map) and combinations with the ``viewpoint``; references: the 4
+per-patch map), ``landmarks`` (each feature channel's peak of the episode and
+where it was seen from) and combinations with the ``viewpoint``; references: the 4
 stacked 64x64 frames the pixel agent sees, reduced to the representation's
 width by a fixed random projection and by PCA (fit on the training scenes),
 and the representation of another scene at the same step (``shuffled``).
@@ -72,6 +73,7 @@ def walk(env: gym.Env, seed: int, steps: int, rng: np.random.Generator) -> list[
                 "representation": obs["representation"],
                 "view_encoding": obs["view_encoding"],
                 "patches": obs["patches"].reshape(-1),
+                "landmarks": obs["landmarks"],
                 "viewpoint": obs["viewpoint"],
                 "pixels": np.concatenate(stack, axis=-1),  # (64, 64, 12) uint8, as VecFrameStack gives
                 "goal_visible": visible,
@@ -102,8 +104,9 @@ def walk(env: gym.Env, seed: int, steps: int, rng: np.random.Generator) -> list[
 def collect(args: argparse.Namespace) -> list[list[dict]]:
     env = gym.make(
         "GQNMaze-S2-v0",
+        checkpoint=args.checkpoint,
         image_size=64,
-        obs_keys=("representation", "view_encoding", "patches", "viewpoint", "image"),
+        obs_keys=("representation", "view_encoding", "patches", "landmarks", "viewpoint", "image"),
         max_episode_steps=args.episode_steps,
     )
     rng = np.random.default_rng(args.seed)
@@ -119,7 +122,7 @@ def features(episodes: list[list[dict]], train_scenes: int, width: int, seed: in
         return [np.stack([r[key] for r in ep]).astype(np.float32) for ep in episodes]
 
     rep, encoding = stacked("representation"), stacked("view_encoding")
-    patches, vp = stacked("patches"), stacked("viewpoint")
+    patches, vp, landmarks = stacked("patches"), stacked("viewpoint"), stacked("landmarks")
     pixels = [np.stack([r["pixels"].reshape(-1) for r in ep]).astype(np.float32) / 255 for ep in episodes]
     rng = np.random.default_rng(seed)
     projection = rng.standard_normal((pixels[0].shape[1], width)).astype(np.float32) / math.sqrt(pixels[0].shape[1])
@@ -144,6 +147,9 @@ def features(episodes: list[list[dict]], train_scenes: int, width: int, seed: in
         "patches": patches,
         "representation+view_encoding+viewpoint": join(rep, encoding, vp),
         "representation+patches+viewpoint": join(rep, patches, vp),
+        "landmarks": landmarks,
+        "patches+view_encoding+viewpoint": join(patches, encoding, vp),
+        "patches+view_encoding+landmarks+viewpoint": join(patches, encoding, landmarks, vp),
     }
 
 
@@ -168,6 +174,8 @@ def run_probes(args: argparse.Namespace) -> tuple[list[dict], dict]:
     collect_seconds = time.perf_counter() - start
     train_scenes = (2 * len(episodes)) // 3
     feats = features(episodes, train_scenes, args.width, args.seed)
+    if args.candidates:
+        feats = {k: v for k, v in feats.items() if k in args.candidates}
     truths = targets(episodes)
     counts = {}
     rows = []
@@ -200,6 +208,8 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=64, help="width of the pixel references (r's width)")
     parser.add_argument("--epochs", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--checkpoint", default=None, help="world model (default: the bundled one)")
+    parser.add_argument("--candidates", nargs="+", default=None, help="probe only these observations (default: all)")
     parser.add_argument("--quick", action="store_true", help="6 scenes of 40 steps: a smoke run")
     add_output_options(parser)
     args = parser.parse_args()

@@ -39,6 +39,7 @@ writes a PNG (curves against steps and against minutes) and a JSON.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -59,6 +60,7 @@ from agents.rl import (
     success_curve,
 )
 from benchmarks._common import add_output_options, format_table, output_path, write_json
+from gqn_env.envs.gqn_maze import bundled_checkpoint, load_world_model
 from gqn_env.wrappers.representation import DEPRECATED_OBS_KEYS
 from world_model import GQNConfig, SceneBuffer, Trainer
 from world_model.atomic import atomic_path
@@ -76,7 +78,8 @@ def run(variant: str, seed: int, args: argparse.Namespace) -> dict:
         venv = make_vec_env(variant, args.env_id, args.num_envs, seed, trainer.model, gqn_kwargs)
         callbacks.append(WorldModelCallback(trainer, buffer, updates_per_rollout=args.wm_updates))
     elif variant in ("gqn", "gqn_lstm"):
-        venv = make_vec_env(variant, args.env_id, args.num_envs, seed, None, gqn_kwargs, frame_stack=args.gqn_stack)
+        model = load_world_model(args.gqn_checkpoint) if args.gqn_checkpoint else None
+        venv = make_vec_env(variant, args.env_id, args.num_envs, seed, model, gqn_kwargs, frame_stack=args.gqn_stack)
     elif variant in ORACLE_TYPES:
         venv = make_vec_env(variant, args.env_id, args.num_envs, seed, None, scene)
     else:
@@ -116,13 +119,26 @@ BASELINES = ("pixels", "pixels_lstm")
 
 #: Arguments that do not change what one (variant, seed) run does.
 #: ``device`` changes only the arithmetic's rounding and the seconds, which each run records.
-NOT_RUN_SETTINGS = ("out", "restart", "variants", "seeds", "first_seed", "quick", "only_summarize", "save", "device")
+#: ``gqn_checkpoint`` is a path; the run setting is ``gqn_model``, a digest of the file's bytes.
+NOT_RUN_SETTINGS = (
+    "out",
+    "restart",
+    "variants",
+    "seeds",
+    "first_seed",
+    "quick",
+    "only_summarize",
+    "save",
+    "device",
+    "gqn_checkpoint",
+)
 
 
 #: Arguments that only some variants read.
 VARIANT_SETTINGS = {
     "gqn_obs": ("gqn", "gqn_online", "gqn_lstm"),
     "gqn_stack": ("gqn", "gqn_lstm"),
+    "gqn_model": ("gqn", "gqn_lstm"),
     "wm_updates": ("gqn_online",),
     "pixel_size": BASELINES,
 }
@@ -134,7 +150,14 @@ def run_settings(args: argparse.Namespace) -> dict:
 
 
 #: Values of arguments added after runs were saved without them.
-LATER_DEFAULTS = {"gqn_stack": 1}
+#: Runs saved before ``gqn_model`` was recorded used the first bundled model (this digest).
+LATER_DEFAULTS = {"gqn_stack": 1, "gqn_model": "48078162b112"}
+
+
+def model_digest(checkpoint: str | None) -> str:
+    """The first 12 hex digits of the SHA-256 of a world-model file (default: the bundled one)."""
+    path = Path(checkpoint) if checkpoint else bundled_checkpoint()
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
 
 
 def same_run(saved: dict, settings: dict, variant: str) -> bool:
@@ -304,6 +327,11 @@ def main() -> None:
         default=["patches", "view_encoding", "viewpoint"],
         help="observation keys of the GQN variants",
     )
+    parser.add_argument(
+        "--gqn-checkpoint",
+        default=None,
+        help="world model of gqn and gqn_lstm (default: the bundled one); runs are told apart by the file's digest",
+    )
     parser.add_argument("--gqn-stack", type=int, default=1, help="observations stacked for gqn and gqn_lstm")
     parser.add_argument("--wm-updates", type=int, default=8, help="world-model steps per rollout (gqn_online)")
     parser.add_argument("--threshold", type=float, default=0.5)
@@ -327,6 +355,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.steps, args.seeds, args.bins = 4096, 1, 8
+    args.gqn_model = model_digest(args.gqn_checkpoint)
 
     name = "rl_sample_efficiency_quick" if args.quick else "rl_sample_efficiency"
     json_path = output_path(name, args.out, args.save)

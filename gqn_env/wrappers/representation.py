@@ -24,7 +24,13 @@ to the agent's left, behind it and to its right (its position, its heading
 turned by :data:`RECALL_TURNS`): for each, the per-patch map of the frame whose
 viewpoint is nearest that query, the same choice the generator's nearest-view
 input makes. It is the agent's memory in the world model's terms: a goal seen
-earlier while facing left of here shows up in the left map.
+earlier while facing left of here shows up in the left map. Observation
+``landmarks`` (``patch`` models too): for each of the map's ``c`` feature
+channels, the strongest response seen so far in the episode and where it was
+seen from, relative to the agent now (:data:`LANDMARK_FIELDS`): a memory of
+where each feature was last at its peak. The goal box is the scene's only red
+object, so a channel that responds to red remembers where the goal was seen,
+however long ago, in ``7c`` floats and one numpy update per step.
 
 Imagination renders from the sum, but the model was trained on sums of at most
 ``config.context_max`` views, and an episode holds hundreds of frames. So once
@@ -58,14 +64,20 @@ from gqn_env.envs.viewpoint import TOP_DOWN_VIEWPOINT, VIEWPOINT_DIM, Pose
 from world_model.model import scale_to_context
 from world_model.representation import NumpyPatchEncoder, PatchRepresentation
 
-OBS_KEYS = ("representation", "view_encoding", "patches", "recall", "viewpoint", "image")
+OBS_KEYS = ("representation", "view_encoding", "patches", "recall", "landmarks", "viewpoint", "image")
 #: Old names still accepted in ``obs_keys`` (observed under the old name, with a
 #: ``DeprecationWarning``), to be removed in the next release.
 DEPRECATED_OBS_KEYS = {"view": "view_encoding"}
 #: Heading offsets of the ``recall`` queries (radians, counter-clockwise): left, behind, right.
 RECALL_TURNS = (math.pi / 2, math.pi, -math.pi / 2)
+#: Per channel of the ``landmarks`` observation: its peak response in the episode;
+#: the agent's position when it was seen, forward and to the right of the agent now
+#: (viewpoint units: the floor spans [-1, 1]); the cosine and sine of the heading
+#: then relative to the heading now; the column and row of the patch it was in
+#: (-0.5 left or top, 0.5 right or bottom).
+LANDMARK_FIELDS = ("peak", "forward", "right", "cos_turn", "sin_turn", "column", "row")
 #: Keys that need the ``patch`` representation network's per-patch map.
-PATCH_KEYS = ("patches", "recall")
+PATCH_KEYS = ("patches", "recall", "landmarks")
 SCALES = ("mean", "sum")
 
 
@@ -125,6 +137,68 @@ class Episode:
         return np.stack(self.images)[None], np.stack(self.viewpoints)[None]
 
 
+def peak_responses(maps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each channel's strongest patch in each of ``(T, c, g, g)`` maps.
+
+    Returns:
+        ``(values (T, c), column (T, c), row (T, c))``: the response and where its patch
+        sits in the image, as offsets from the centre in [-0.5, 0.5] (patch centres).
+    """
+    t, c, g, _ = maps.shape
+    flat = maps.reshape(t, c, g * g)
+    index = flat.argmax(axis=-1)  # (T, c), row-major over (row, column)
+    values = np.take_along_axis(flat, index[..., None], axis=-1)[..., 0]
+    row, column = np.divmod(index, g)
+    return values, ((column + 0.5) / g - 0.5).astype(np.float32), ((row + 0.5) / g - 0.5).astype(np.float32)
+
+
+class Landmarks:
+    """The ``landmarks`` memory of ``num_scenes`` scenes (module docstring, :data:`LANDMARK_FIELDS`).
+
+    Per scene and feature channel it keeps the episode's peak response and the
+    viewpoint it was seen from; :meth:`observe` puts them in the agent's frame.
+    """
+
+    def __init__(self, num_scenes: int, channels: int) -> None:
+        self.peaks = np.zeros((num_scenes, channels), dtype=np.float32)
+        # (N, c, 6): x, z, cos(yaw), sin(yaw) of the viewpoint, and the patch's column and row.
+        self.where = np.zeros((num_scenes, channels, 6), dtype=np.float32)
+        self.current = np.zeros((num_scenes, 4), dtype=np.float32)  # x, z, cos(yaw), sin(yaw) now
+
+    def update(self, slot: int, maps: np.ndarray, viewpoints: np.ndarray, reset: bool) -> None:
+        """Add ``(T, c, g, g)`` maps seen from ``(T, D)`` viewpoints, in order; ``reset`` forgets the episode.
+
+        A later frame replaces a channel's memory only with a strictly higher response.
+        """
+        values, column, row = peak_responses(maps)
+        best = values.argmax(axis=0)  # (c,): the first frame at each channel's peak
+        channels = np.arange(values.shape[1])
+        peak = values[best, channels]
+        pose = viewpoints[:, [0, 2, 3, 4]]  # (T, 4)
+        where = np.concatenate([pose[best], column[best, channels, None], row[best, channels, None]], axis=1)
+        better = np.ones_like(peak, dtype=bool) if reset else peak > self.peaks[slot]
+        self.peaks[slot, better] = peak[better]
+        self.where[slot, better] = where[better]
+        self.current[slot] = pose[-1]
+
+    def observe(self, slots: np.ndarray) -> np.ndarray:
+        """``(N, 7c)`` float32: per channel the fields of :data:`LANDMARK_FIELDS`, channel-major."""
+        where, now = self.where[slots], self.current[slots, None]  # (N, c, 6), (N, 1, 4)
+        dx, dz = where[..., 0] - now[..., 0], where[..., 1] - now[..., 1]
+        cos, sin = now[..., 2], now[..., 3]
+        # Forward is (cos, -sin) on the (x, z) floor, right is (sin, cos) (yaw turns left).
+        fields = [
+            self.peaks[slots],
+            dx * cos - dz * sin,
+            dx * sin + dz * cos,
+            where[..., 2] * cos + where[..., 3] * sin,
+            where[..., 3] * cos - where[..., 2] * sin,
+            where[..., 4],
+            where[..., 5],
+        ]
+        return np.stack(fields, axis=-1).reshape(len(slots), -1)
+
+
 class RepresentationState:
     """Running GQN scene representations of ``num_scenes`` scenes.
 
@@ -137,6 +211,7 @@ class RepresentationState:
         device: Where to run the encoder.
         patches: Keep the latest frame's per-patch map (the ``patches`` key).
         recall: Keep every frame's per-patch map for :meth:`recall` (the ``recall`` key).
+        landmarks: Keep each channel's peak response of the episode (the ``landmarks`` key).
     """
 
     def __init__(
@@ -146,6 +221,7 @@ class RepresentationState:
         device: str | torch.device = "cpu",
         patches: bool = False,
         recall: bool = False,
+        landmarks: bool = False,
     ) -> None:
         self.model = model.eval().to(device)
         self.device = torch.device(device)
@@ -155,15 +231,17 @@ class RepresentationState:
         self.last = np.zeros_like(self.sums)  # (N, C, h, w): the latest frame's encoding per scene
         # The latest frame's per-patch features, (N, c, g, g), when asked for (patch representation only).
         self.patches: np.ndarray | None = None
-        if patches or recall:
+        if patches or recall or landmarks:
             if not hasattr(model.representation, "patch_map"):
+                key = "patches" if patches else "recall" if recall else "landmarks"
                 raise ValueError(
-                    f"The {'patches' if patches else 'recall'!r} observation needs a model with the 'patch' "
+                    f"The {key!r} observation needs a model with the 'patch' "
                     f"representation network, this one has {model.config.representation!r}"
                 )
             g = model.representation.grid
             self.patches = np.zeros((num_scenes, self.config.patch_channels, g, g), dtype=np.float32)
         self.keep_recall = recall
+        self.landmarks = Landmarks(num_scenes, self.config.patch_channels) if landmarks else None
         self.episodes = [Episode() for _ in range(num_scenes)]
         # The per-step path of a patch network on the CPU runs in numpy (see add_one).
         net = model.representation
@@ -237,7 +315,10 @@ class RepresentationState:
             self.patches[slots] = patches
         for i, slot in enumerate(slots):
             patch_map = patches[i] if self.keep_recall else None
-            self.episodes[slot].append(images[i], viewpoints[i], patch_map, reset is not None and bool(reset[i]))
+            fresh = reset is not None and bool(reset[i])
+            self.episodes[slot].append(images[i], viewpoints[i], patch_map, fresh)
+            if self.landmarks is not None:
+                self.landmarks.update(slot, patches[i : i + 1], viewpoints[i : i + 1], self.counts[slot] == 1)
 
     def add_one(self, slot: int, image: np.ndarray, viewpoint: np.ndarray, reset: bool) -> None:
         """:meth:`add` for a single frame, without the per-call array bookkeeping (the per-step path).
@@ -261,6 +342,8 @@ class RepresentationState:
         if self.patches is not None:
             self.patches[slot] = patches[0]
         self.episodes[slot].append(images[0], viewpoints[0], patches[0] if self.keep_recall else None, reset)
+        if self.landmarks is not None:
+            self.landmarks.update(slot, patches, viewpoints, self.counts[slot] == 1)
 
     def reencode(self, slot: int) -> None:
         """Rebuild one slot from its episode's frames with the current weights (one forward pass)."""
@@ -276,6 +359,8 @@ class RepresentationState:
             self.patches[slot] = patches[-1]
         if self.keep_recall:
             episode.maps[:] = list(patches)
+        if self.landmarks is not None:
+            self.landmarks.update(slot, patches, viewpoints, reset=True)
 
     def recall(self, slot: int) -> np.ndarray:
         """The ``recall`` observation of one slot: ``(len(RECALL_TURNS) * c, g, g)``.
@@ -308,8 +393,8 @@ class RepresentationState:
     def observations(self, slots: np.ndarray, scale: str) -> dict[str, np.ndarray]:
         """The model's observation keys for the given slots.
 
-        ``representation`` and ``view_encoding``, ``(N, size)`` each, ``patches`` ``(N, c, g, g)`` and
-        ``recall`` ``(N, 3c, g, g)`` when kept.
+        ``representation`` and ``view_encoding``, ``(N, size)`` each, ``patches`` ``(N, c, g, g)``,
+        ``recall`` ``(N, 3c, g, g)`` and ``landmarks`` ``(N, 7c)`` when kept.
         """
         slots = np.asarray(slots)
         out = {
@@ -320,6 +405,8 @@ class RepresentationState:
             out["patches"] = self.patches[slots].copy()
         if self.keep_recall:
             out["recall"] = np.stack([self.recall(int(slot)) for slot in slots])
+        if self.landmarks is not None:
+            out["landmarks"] = self.landmarks.observe(slots)
         return out
 
     @torch.inference_mode()
@@ -355,6 +442,7 @@ def _obs_space(env_space: spaces.Dict, state: RepresentationState, obs_keys: Seq
         c, g, _ = state.patches.shape[1:]
         parts["patches"] = spaces.Box(-np.inf, np.inf, (c, g, g), dtype=np.float32)
         parts["recall"] = spaces.Box(-np.inf, np.inf, (len(RECALL_TURNS) * c, g, g), dtype=np.float32)
+        parts["landmarks"] = spaces.Box(-np.inf, np.inf, (len(LANDMARK_FIELDS) * c,), dtype=np.float32)
     return spaces.Dict({k: parts[DEPRECATED_OBS_KEYS.get(k, k)] for k in obs_keys})
 
 
@@ -442,7 +530,12 @@ class GQNRepresentation(gym.Wrapper):
         self.scale = scale
         self.emit_frames = emit_frames
         self.state = RepresentationState(
-            model, 1, device, patches=bool(set(PATCH_KEYS) & set(self.obs_keys)), recall="recall" in self.obs_keys
+            model,
+            1,
+            device,
+            patches=bool(set(PATCH_KEYS) & set(self.obs_keys)),
+            recall="recall" in self.obs_keys,
+            landmarks="landmarks" in self.obs_keys,
         )
         self.observation_space = _obs_space(env.observation_space, self.state, self.obs_keys)
         self._last_obs: dict[str, np.ndarray] | None = None
@@ -602,6 +695,7 @@ class GQNRepresentationVector(gym.vector.VectorWrapper):
             device,
             patches=bool(set(PATCH_KEYS) & set(self.obs_keys)),
             recall="recall" in self.obs_keys,
+            landmarks="landmarks" in self.obs_keys,
         )
         self.single_observation_space = _obs_space(env.single_observation_space, self.state, self.obs_keys)
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, env.num_envs)

@@ -142,3 +142,18 @@ def test_where_results_are_written_does_not_make_a_run_different(tmp_path, monke
     calls.clear()
     results = bench.run_all(_args(seeds=1, save=True, out="elsewhere.json", only_summarize=True), runs)
     assert calls == [] and len(results) == 2
+
+
+def test_gqn_runs_are_told_apart_by_the_world_model_file_not_its_path(tmp_path):
+    first, copy, other = tmp_path / "a.pt", tmp_path / "b.pt", tmp_path / "c.pt"
+    first.write_bytes(b"weights")
+    copy.write_bytes(b"weights")
+    other.write_bytes(b"other weights")
+    assert bench.model_digest(str(first)) == bench.model_digest(str(copy)) != bench.model_digest(str(other))
+    assert "gqn_checkpoint" not in bench.run_settings(_args(gqn_checkpoint=str(first), gqn_model="x"))
+    saved = {"steps": 100, "gqn_model": bench.model_digest(str(first))}
+    assert bench.same_run(saved, {"steps": 100, "gqn_model": bench.model_digest(str(copy))}, "gqn")
+    assert not bench.same_run(saved, {"steps": 100, "gqn_model": bench.model_digest(str(other))}, "gqn")
+    assert bench.same_run(saved, {"steps": 100, "gqn_model": bench.model_digest(str(other))}, "pixels")
+    # Runs saved before the digest was recorded used the first bundled model.
+    assert bench.same_run({"steps": 100}, {"steps": 100, "gqn_model": bench.LATER_DEFAULTS["gqn_model"]}, "gqn")

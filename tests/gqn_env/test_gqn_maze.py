@@ -269,7 +269,7 @@ def test_patches_are_the_current_frames_per_patch_features(model):
 
 def test_patches_need_a_patch_representation():
     tower = GQN(GQNConfig.tiny().replace(representation="pool"))
-    for key in ("patches", "recall"):
+    for key in ("patches", "recall", "landmarks"):
         with pytest.raises(ValueError, match=f"'{key}' observation needs a model with the 'patch'"):
             make(tower, obs_keys=(key,))
 
@@ -306,10 +306,69 @@ def test_recall_returns_the_maps_of_the_frames_seen_left_behind_and_right(model)
     np.testing.assert_allclose(state.recall(0), np.concatenate([per_frame[4]] * 3), rtol=1e-4, atol=1e-5)
 
 
+def _one_hot_map(c, g, channel, row, column, value):
+    maps = np.zeros((1, c, g, g), dtype=np.float32)
+    maps[0, channel, row, column] = value
+    return maps
+
+
+def test_landmarks_remember_where_each_channel_peaked_in_the_agent_frame():
+    """A channel's peak is kept with the viewpoint it was seen from, re-expressed as the agent moves and turns."""
+    c, g = 3, 4
+    memory = representation.Landmarks(1, c)
+    fields = {name: i for i, name in enumerate(representation.LANDMARK_FIELDS)}
+
+    def observed():
+        return memory.observe(np.array([0])).reshape(c, len(fields))
+
+    # Channel 1 peaks (0.9) at row 3, column 0 while the agent stands at x=0 facing +x (yaw 0).
+    memory.update(0, _one_hot_map(c, g, 1, 3, 0, 0.9), _viewpoint(0.0)[None], reset=True)
+    # A weaker response later, from elsewhere, is not remembered in its place.
+    memory.update(0, _one_hot_map(c, g, 1, 0, 2, 0.5), _viewpoint(np.pi, x=0.4)[None], reset=False)
+    lm = observed()[1]
+    assert lm[fields["peak"]] == pytest.approx(0.9)
+    assert (lm[fields["column"]], lm[fields["row"]]) == pytest.approx((-0.375, 0.375))
+    # The agent now stands at x=0.4 facing -x: the sighting spot is 0.4 ahead, and its heading was behind it.
+    assert (lm[fields["forward"]], lm[fields["right"]]) == pytest.approx((0.4, 0.0), abs=1e-6)
+    assert (lm[fields["cos_turn"]], lm[fields["sin_turn"]]) == pytest.approx((-1.0, 0.0), abs=1e-6)
+    # Turned to face +z (yaw -90 degrees: a right turn from +x), the spot (-0.4 in x) is on its right.
+    memory.update(0, _one_hot_map(c, g, 0, 0, 0, 0.1), _viewpoint(-np.pi / 2, x=0.4)[None], reset=False)
+    lm = observed()[1]
+    assert (lm[fields["forward"]], lm[fields["right"]]) == pytest.approx((0.0, 0.4), abs=1e-6)
+    assert (lm[fields["cos_turn"]], lm[fields["sin_turn"]]) == pytest.approx((0.0, 1.0), abs=1e-6)
+    # A strictly stronger response replaces the memory; a new episode forgets it.
+    memory.update(0, _one_hot_map(c, g, 1, 1, 1, 1.5), _viewpoint(0.0, x=0.2)[None], reset=False)
+    assert observed()[1, fields["peak"]] == pytest.approx(1.5)
+    memory.update(0, _one_hot_map(c, g, 2, 0, 0, 0.3), _viewpoint(0.0)[None], reset=True)
+    assert observed()[:, fields["peak"]] == pytest.approx([0.0, 0.0, 0.3])
+
+
+def test_landmarks_of_a_walk_match_its_maps_and_survive_refresh(model):
+    """The observation's peaks are the maxima of the patch maps seen; re-encoding the episode keeps them."""
+    env = make(model, obs_keys=("landmarks", "patches", "viewpoint"))
+    try:
+        obs, _ = env.reset(seed=5)
+        maps = [obs["patches"]]
+        for action in (2, 2, 0, 2, 1, 2):
+            obs, *_ = env.step(action)
+            maps.append(obs["patches"])
+        c = maps[0].shape[0]
+        width = len(representation.LANDMARK_FIELDS)
+        assert env.observation_space["landmarks"].shape == (width * c,)
+        peaks = obs["landmarks"].reshape(c, width)[:, 0]
+        np.testing.assert_allclose(peaks, np.stack(maps).max(axis=(0, 2, 3)), rtol=1e-6)
+        before = obs["landmarks"].copy()
+        env.get_wrapper_attr("refresh")()
+        after = env.get_wrapper_attr("current_observation")()["landmarks"]
+        np.testing.assert_allclose(after, before, rtol=1e-4, atol=1e-5)
+    finally:
+        env.close()
+
+
 def test_batched_vector_wrapper_matches_single_envs(model):
     n = 2
     envs = gym.vector.SyncVectorEnv([lambda: gym.make("GQNMazeScene-v0", image_size=16, **SCENE) for _ in range(n)])
-    keys = ("representation", "view_encoding", "patches", "recall", "viewpoint")
+    keys = ("representation", "view_encoding", "patches", "recall", "landmarks", "viewpoint")
     vec = GQNRepresentationVector(envs, model, obs_keys=keys)
     singles = [
         GQNRepresentation(gym.make("GQNMazeScene-v0", image_size=16, **SCENE).unwrapped, model, obs_keys=keys)
@@ -320,7 +379,7 @@ def test_batched_vector_wrapper_matches_single_envs(model):
         single_obs = [s.reset(seed=10 + i)[0] for i, s in enumerate(singles)]
         for step in range(4):
             for i in range(n):
-                for key in ("representation", "view_encoding", "patches", "recall"):
+                for key in ("representation", "view_encoding", "patches", "recall", "landmarks"):
                     np.testing.assert_allclose(obs[key][i], single_obs[i][key], rtol=1e-4, atol=1e-5)
             actions = np.array([2, step % 3])
             obs, *_ = vec.step(actions)
