@@ -10,9 +10,7 @@ from benchmarks import rl_probes
 
 @pytest.mark.slow
 def test_tiny_probe_run_scores_every_candidate_and_its_ground_truth_is_consistent():
-    args = argparse.Namespace(
-        scenes=6, episode_steps=30, width=8, epochs=20, seed=0, checkpoint=None, candidates=None
-    )
+    args = argparse.Namespace(scenes=6, episode_steps=30, width=8, epochs=20, seed=0, checkpoint=None, candidates=None)
     episodes = rl_probes.collect(args)
     assert len(episodes) == 6 and all(1 <= len(ep) <= 30 for ep in episodes)
     for ep in episodes:
