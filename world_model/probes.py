@@ -14,8 +14,11 @@ takes class labels, one or several per sample (one softmax head each), scored
 by accuracy and by balanced accuracy (the mean per-class recall, 1 / classes
 for any guess that ignores the features).
 
-Features are standardised with the training split's mean and spread. Fitting is
-full-batch Adam with weight decay, deterministic for a given ``seed``.
+Features are standardised with the training split's mean and spread and clipped
+to :data:`CLIP` standard deviations, as SB3's ``VecNormalize`` does for the
+agents: a sparse feature that is almost constant on the training scenes would
+otherwise reach thousands of deviations on a test scene and swamp the probe.
+Fitting is full-batch Adam with weight decay, deterministic for a given ``seed``.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ import torch
 from torch import nn
 
 KINDS = ("linear", "mlp")
+#: Standardised features are clipped to [-CLIP, CLIP] (VecNormalize's default ``clip_obs``).
+CLIP = 10.0
 
 
 @dataclass(frozen=True)
@@ -45,8 +50,8 @@ def _standardise(train: np.ndarray, test: np.ndarray) -> tuple[torch.Tensor, tor
     mean = train.mean(axis=0)
     std = train.std(axis=0) + 1e-6
     return (
-        torch.from_numpy(((train - mean) / std).astype(np.float32)),
-        torch.from_numpy(((test - mean) / std).astype(np.float32)),
+        torch.from_numpy(np.clip((train - mean) / std, -CLIP, CLIP).astype(np.float32)),
+        torch.from_numpy(np.clip((test - mean) / std, -CLIP, CLIP).astype(np.float32)),
     )
 
 

@@ -86,7 +86,9 @@ def make_gqn_maze(
         checkpoint: A checkpoint path to load instead of the bundled one (not with ``model``).
         obs_keys: Observation keys, from ``representation``, ``view_encoding`` (the current frame's encoding),
             ``patches`` (its per-patch map), ``recall`` (the maps of the episode's frames nearest the
-            views to the left, behind and right), ``viewpoint``, ``image``. Default (None): :data:`DEFAULT_OBS_KEYS`.
+            views to the left, behind and right), ``landmarks`` (each feature channel's peak response of the
+            episode and where it was seen from, relative to the agent), ``viewpoint``, ``image``.
+            Default (None): :data:`DEFAULT_OBS_KEYS`.
         scale: ``"mean"`` or ``"sum"`` of per-frame encodings (see the wrapper).
         device: Where the encoder runs.
         render_mode: ``"rgb_array"`` shows true view | imagined view | map.

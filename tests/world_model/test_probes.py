@@ -38,6 +38,16 @@ def test_binary_probe_scores_balanced_accuracy_on_rare_positives():
     assert balanced_accuracy(yb, np.zeros_like(yb)) == 0.5  # always "no" is chance, not 93%
 
 
+def test_a_feature_almost_constant_in_training_cannot_swamp_the_test_scores():
+    """A sparse feature (zero on all but one training sample) that fires on test samples is clipped."""
+    rng = np.random.default_rng(3)
+    (xa, ya), (xb, yb) = _data(400, rng), _data(200, rng)
+    sparse_a, sparse_b = np.zeros((len(xa), 1)), np.full((len(xb), 1), 0.5)
+    sparse_a[0] = 1e-4
+    score = fit_probe(np.hstack([xa, sparse_a]), ya, np.hstack([xb, sparse_b]), yb, kind="linear").score
+    assert score > 0.8  # unclipped, the feature sits 10^4 deviations out and the score is far below zero
+
+
 def test_r_squared_of_the_reference_mean_is_zero():
     y = np.array([[1.0], [2.0], [3.0]])
     assert r_squared(y, np.full_like(y, 2.0), np.array([2.0])) == 0.0
