@@ -9,7 +9,11 @@ key's space (as SB3's ``CombinedExtractor`` keeps a ``ModuleDict``):
 * a spatial map ``(C, h, w)`` (the ``patches`` key: the current frame's
   per-patch features): a 1x1 then a 3x3 convolution, flattened, so the policy
   keeps *where* in the image a feature is;
-* a vector (``representation``, ``frame``, ``viewpoint``): LayerNorm then a
+* a table of records ``(n, f)`` (the ``landmarks`` key: one row of ``f`` fields
+  per feature channel): :class:`RecordSelect`, which learns *which* few rows to
+  read, so that a policy can follow the one channel that remembers the goal
+  without first learning to ignore the other 63;
+* a vector (``representation``, ``view_encoding``, ``viewpoint``): LayerNorm then a
   linear layer with ReLU; LayerNorm puts every key on one scale whatever the
   world model's output range, with no running statistics to carry around;
 * an image (``image``, uint8): SB3's ``NatureCNN``.
@@ -24,6 +28,28 @@ import torch
 from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, NatureCNN
 from torch import nn
+
+
+class RecordSelect(nn.Module):
+    """Read a table of ``n`` records of ``f`` fields through ``heads`` learned selections.
+
+    Each record goes through one shared layer (``f -> width``, ReLU); each head
+    averages the records with its own softmax weights over the ``n`` rows, which
+    start uniform and are learned per row (a row's identity, not its content,
+    decides its weight: row ``i`` is always the same feature channel). Output:
+    ``heads * width`` features.
+    """
+
+    def __init__(self, records: int, fields: int, heads: int = 4, width: int = 16) -> None:
+        super().__init__()
+        self.encode = nn.Sequential(nn.Linear(fields, width), nn.ReLU())
+        self.logits = nn.Parameter(torch.zeros(heads, records))
+        self.out_features = heads * width
+
+    def forward(self, table: torch.Tensor) -> torch.Tensor:
+        """``(N, n, f)`` -> ``(N, heads * width)``."""
+        weights = torch.softmax(self.logits, dim=-1)  # (heads, n)
+        return torch.einsum("kn,bnw->bkw", weights, self.encode(table)).flatten(1)
 
 
 class GQNMazeExtractor(BaseFeaturesExtractor):
@@ -56,6 +82,9 @@ class GQNMazeExtractor(BaseFeaturesExtractor):
                     nn.Flatten(),
                 )
                 total += map_channels * h * w
+            elif len(space.shape) == 2:  # (n, f) records
+                nets[key] = RecordSelect(*space.shape)
+                total += nets[key].out_features
             elif len(space.shape) == 1:
                 nets[key] = nn.Sequential(
                     nn.LayerNorm(space.shape[0]), nn.Linear(space.shape[0], vector_features), nn.ReLU()

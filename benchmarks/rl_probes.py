@@ -73,7 +73,7 @@ def walk(env: gym.Env, seed: int, steps: int, rng: np.random.Generator) -> list[
                 "representation": obs["representation"],
                 "view_encoding": obs["view_encoding"],
                 "patches": obs["patches"].reshape(-1),
-                "landmarks": obs["landmarks"],
+                "landmarks": obs["landmarks"].reshape(-1),
                 "viewpoint": obs["viewpoint"],
                 "pixels": np.concatenate(stack, axis=-1),  # (64, 64, 12) uint8, as VecFrameStack gives
                 "goal_visible": visible,

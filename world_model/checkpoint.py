@@ -61,7 +61,7 @@ _FLAT_DEFAULTS: dict[str, Any] = {
 
 
 #: Training fields added after checkpoints were written: a config without one takes this value.
-LATER_TRAIN_DEFAULTS: dict[str, Any] = {"top_down_fraction": 0.0}
+LATER_TRAIN_DEFAULTS: dict[str, Any] = {"top_down_fraction": 0.0, "freeze_representation": False}
 
 
 def migrate_config(data: Mapping[str, Any]) -> dict[str, Any]:

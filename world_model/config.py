@@ -158,6 +158,11 @@ class TrainConfig:
     top_down_fraction: float = 0.0
     """Share of queries that are the scene's top-down view, where the scene has one (the
     collectors add it when this is > 0); context stays first-person."""
+    freeze_representation: bool = False
+    """Train the generator only; the representation network keeps its weights. What an
+    agent observes through the model (r, ``view_encoding``, ``patches``) then stays
+    exactly as it was: for teaching a trained model new queries (top-down views)
+    without changing the inputs of the agents trained on it."""
 
     def __post_init__(self) -> None:
         """Validate on construction."""
@@ -165,6 +170,10 @@ class TrainConfig:
         fraction = self.top_down_fraction
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
             raise ValueError(f"TrainConfig.top_down_fraction must be in [0, 1], got {fraction!r}")
+        if not isinstance(self.freeze_representation, bool):
+            raise ValueError(
+                f"TrainConfig.freeze_representation must be true or false, got {self.freeze_representation!r}"
+            )
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ValueError(f"TrainConfig.seed must be an integer, got {self.seed!r}")
         if self.context_min > self.context_max:

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from world_model.checkpoint import check_compatible, load_checkpoint, load_weights, save_checkpoint
+from world_model.checkpoint import CheckpointError, check_compatible, load_checkpoint, load_weights, save_checkpoint
 from world_model.config import GQNConfig
 from world_model.model import GQN, forward_batch
 
@@ -99,7 +99,11 @@ class Trainer:
         self.config: GQNConfig = self.model.config
         self.device = torch.device(device)
         self.sampler = sampler
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.lr_start)
+        if self.config.freeze_representation:
+            self.model.representation.requires_grad_(False)
+        self.optimizer = torch.optim.Adam(
+            [p for p in self.model.parameters() if p.requires_grad], lr=self.config.lr_start
+        )
         self.np_rng = np.random.default_rng(self.config.seed)
         self.torch_rng = torch.Generator(device=self.device).manual_seed(self.config.seed)
         self.step_count = 0
@@ -312,10 +316,20 @@ class Trainer:
         """Restore from checkpoint data; the model is untouched if anything does not fit."""
         check_compatible(data, self.config, path)
         load_weights(GQN(self.config), data, strict_config=False)  # validate on a scratch copy first
+        saved_optimizer = data.get("optimizer")
+        if saved_optimizer is not None:
+            saved = sum(len(group["params"]) for group in saved_optimizer["param_groups"])
+            trained = sum(len(group["params"]) for group in self.optimizer.param_groups)
+            if saved != trained:
+                raise CheckpointError(
+                    f"{path}: its optimizer state covers {saved} parameter tensors, this run trains {trained} "
+                    "(freeze_representation differs); export the checkpoint (`gqn-gym export`) to start "
+                    "a fresh optimizer from its weights"
+                )
         with self.lock:
             self.model.load_state_dict(data["model"])
-            if data.get("optimizer") is not None:
-                self.optimizer.load_state_dict(data["optimizer"])
+            if saved_optimizer is not None:
+                self.optimizer.load_state_dict(saved_optimizer)
             self.step_count = int(data.get("step", 0))
             self.skipped_steps = int(data.get("skipped_steps", 0))
             if "numpy_rng" in data:

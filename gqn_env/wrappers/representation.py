@@ -30,7 +30,7 @@ channels, the strongest response seen so far in the episode and where it was
 seen from, relative to the agent now (:data:`LANDMARK_FIELDS`): a memory of
 where each feature was last at its peak. The goal box is the scene's only red
 object, so a channel that responds to red remembers where the goal was seen,
-however long ago, in ``7c`` floats and one numpy update per step.
+however long ago: a ``(c, 7)`` array, one row per channel, for one numpy update per step.
 
 Imagination renders from the sum, but the model was trained on sums of at most
 ``config.context_max`` views, and an episode holds hundreds of frames. So once
@@ -182,7 +182,7 @@ class Landmarks:
         self.current[slot] = pose[-1]
 
     def observe(self, slots: np.ndarray) -> np.ndarray:
-        """``(N, 7c)`` float32: per channel the fields of :data:`LANDMARK_FIELDS`, channel-major."""
+        """``(N, c, 7)`` float32: per channel the fields of :data:`LANDMARK_FIELDS`."""
         where, now = self.where[slots], self.current[slots, None]  # (N, c, 6), (N, 1, 4)
         dx, dz = where[..., 0] - now[..., 0], where[..., 1] - now[..., 1]
         cos, sin = now[..., 2], now[..., 3]
@@ -196,7 +196,7 @@ class Landmarks:
             where[..., 4],
             where[..., 5],
         ]
-        return np.stack(fields, axis=-1).reshape(len(slots), -1)
+        return np.stack(fields, axis=-1)
 
 
 class RepresentationState:
@@ -394,7 +394,7 @@ class RepresentationState:
         """The model's observation keys for the given slots.
 
         ``representation`` and ``view_encoding``, ``(N, size)`` each, ``patches`` ``(N, c, g, g)``,
-        ``recall`` ``(N, 3c, g, g)`` and ``landmarks`` ``(N, 7c)`` when kept.
+        ``recall`` ``(N, 3c, g, g)`` and ``landmarks`` ``(N, c, 7)`` when kept.
         """
         slots = np.asarray(slots)
         out = {
@@ -442,7 +442,7 @@ def _obs_space(env_space: spaces.Dict, state: RepresentationState, obs_keys: Seq
         c, g, _ = state.patches.shape[1:]
         parts["patches"] = spaces.Box(-np.inf, np.inf, (c, g, g), dtype=np.float32)
         parts["recall"] = spaces.Box(-np.inf, np.inf, (len(RECALL_TURNS) * c, g, g), dtype=np.float32)
-        parts["landmarks"] = spaces.Box(-np.inf, np.inf, (len(LANDMARK_FIELDS) * c,), dtype=np.float32)
+        parts["landmarks"] = spaces.Box(-np.inf, np.inf, (c, len(LANDMARK_FIELDS)), dtype=np.float32)
     return spaces.Dict({k: parts[DEPRECATED_OBS_KEYS.get(k, k)] for k in obs_keys})
 
 

@@ -103,7 +103,26 @@ def test_extractor_refuses_spaces_it_cannot_read():
     with pytest.raises(ValueError, match="Dict"):
         GQNMazeExtractor(gym.spaces.Box(0, 1, (3,)))
     with pytest.raises(ValueError, match="shape"):
-        GQNMazeExtractor(gym.spaces.Dict({"x": gym.spaces.Box(0, 1, (2, 2))}))
+        GQNMazeExtractor(gym.spaces.Dict({"x": gym.spaces.Box(0, 1, (2, 2, 2, 2))}))
+
+
+def test_record_select_learns_which_rows_to_read():
+    """Uniform at first; trained, a head's weight moves onto the one row that predicts the target."""
+    torch.manual_seed(0)
+    extractor = GQNMazeExtractor(gym.spaces.Dict({"landmarks": gym.spaces.Box(-np.inf, np.inf, (6, 3), np.float32)}))
+    select = extractor.nets["landmarks"]
+    assert extractor.features_dim == select.out_features
+    assert torch.allclose(torch.softmax(select.logits, -1), torch.full_like(select.logits, 1 / 6))
+    head = torch.nn.Linear(extractor.features_dim, 1)
+    optimizer = torch.optim.Adam([*extractor.parameters(), *head.parameters()], lr=0.05)
+    for _ in range(300):
+        table = torch.randn(64, 6, 3)
+        loss = ((head(extractor({"landmarks": table}))[:, 0] - table[:, 4, 1]) ** 2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.1
+    assert torch.softmax(select.logits, -1)[:, 4].max() > 0.5  # some head reads row 4
 
 
 def test_make_agent_shares_the_settings_across_observation_types():

@@ -319,7 +319,7 @@ def test_landmarks_remember_where_each_channel_peaked_in_the_agent_frame():
     fields = {name: i for i, name in enumerate(representation.LANDMARK_FIELDS)}
 
     def observed():
-        return memory.observe(np.array([0])).reshape(c, len(fields))
+        return memory.observe(np.array([0]))[0]
 
     # Channel 1 peaks (0.9) at row 3, column 0 while the agent stands at x=0 facing +x (yaw 0).
     memory.update(0, _one_hot_map(c, g, 1, 3, 0, 0.9), _viewpoint(0.0)[None], reset=True)
@@ -354,8 +354,8 @@ def test_landmarks_of_a_walk_match_its_maps_and_survive_refresh(model):
             maps.append(obs["patches"])
         c = maps[0].shape[0]
         width = len(representation.LANDMARK_FIELDS)
-        assert env.observation_space["landmarks"].shape == (width * c,)
-        peaks = obs["landmarks"].reshape(c, width)[:, 0]
+        assert env.observation_space["landmarks"].shape == obs["landmarks"].shape == (c, width)
+        peaks = obs["landmarks"][:, 0]
         np.testing.assert_allclose(peaks, np.stack(maps).max(axis=(0, 2, 3)), rtol=1e-6)
         before = obs["landmarks"].copy()
         env.get_wrapper_attr("refresh")()

@@ -263,3 +263,24 @@ def test_top_down_fraction_makes_top_down_queries_and_is_validated(tiny_config, 
     for bad in (-0.1, 1.5, True):
         with pytest.raises(ValueError, match="top_down_fraction"):
             tiny_config.replace(top_down_fraction=bad)
+
+
+def test_freeze_representation_trains_the_generator_only(tiny_config, tiny_buffer, tmp_path):
+    a = Trainer(tiny_config, tiny_buffer)
+    a.step()
+    a.save(tmp_path / "ckpt.pt")
+    frozen = tiny_config.replace(freeze_representation=True)
+    # The saved optimizer state covers every tensor; this run trains fewer: a clear refusal, not a crash.
+    with pytest.raises(CheckpointError, match="freeze_representation"):
+        Trainer.load(tmp_path / "ckpt.pt", tiny_buffer, config=frozen)
+    b = Trainer(frozen, tiny_buffer)
+    b.model.load_state_dict(a.model.state_dict())
+    before = {k: v.clone() for k, v in b.model.state_dict().items()}
+    for _ in range(3):
+        b.step()
+    after = b.model.state_dict()
+    rep = [k for k in before if k.startswith("representation.")]
+    assert rep and all(torch.equal(before[k], after[k]) for k in rep)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("generator."))
+    with pytest.raises(ValueError, match="freeze_representation"):
+        tiny_config.replace(freeze_representation="yes")
