@@ -62,7 +62,7 @@ from agents.rl import (
 from benchmarks._common import add_output_options, format_table, output_path, write_json
 from gqn_env.envs.gqn_maze import bundled_checkpoint, load_world_model
 from gqn_env.wrappers.representation import DEPRECATED_OBS_KEYS
-from world_model import GQNConfig, SceneBuffer, Trainer
+from world_model import GQNConfig, SceneBuffer, Trainer, load_checkpoint
 from world_model.atomic import atomic_path
 
 
@@ -119,7 +119,7 @@ BASELINES = ("pixels", "pixels_lstm")
 
 #: Arguments that do not change what one (variant, seed) run does.
 #: ``device`` changes only the arithmetic's rounding and the seconds, which each run records.
-#: ``gqn_checkpoint`` is a path; the run setting is ``gqn_model``, a digest of the file's bytes.
+#: ``gqn_checkpoint`` is a path; the run setting is ``gqn_model``, a digest of the model (:func:`model_digest`).
 NOT_RUN_SETTINGS = (
     "out",
     "restart",
@@ -151,13 +151,24 @@ def run_settings(args: argparse.Namespace) -> dict:
 
 #: Values of arguments added after runs were saved without them.
 #: Runs saved before ``gqn_model`` was recorded used the first bundled model (this digest).
-LATER_DEFAULTS = {"gqn_stack": 1, "gqn_model": "48078162b112"}
+LATER_DEFAULTS = {"gqn_stack": 1, "gqn_model": "ab00466bf813"}
 
 
 def model_digest(checkpoint: str | None) -> str:
-    """The first 12 hex digits of the SHA-256 of a world-model file (default: the bundled one)."""
-    path = Path(checkpoint) if checkpoint else bundled_checkpoint()
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    """What a GQN agent observes of a world model (default: the bundled one), as 12 hex digits.
+
+    The SHA-256 of the representation network's tensors, names and bytes: the
+    ``gqn`` observations (``patches``, ``view_encoding``, ``representation``,
+    ``landmarks``) come from that network alone. A model whose generator was
+    trained further with the representation frozen (``freeze_representation``)
+    gives the same observations, so its runs are the same runs.
+    """
+    data = load_checkpoint(checkpoint or bundled_checkpoint())
+    digest = hashlib.sha256()
+    for name in sorted(k for k in data["model"] if k.startswith("representation.")):
+        digest.update(name.encode())
+        digest.update(data["model"][name].cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:12]
 
 
 def same_run(saved: dict, settings: dict, variant: str) -> bool:
@@ -330,7 +341,7 @@ def main() -> None:
     parser.add_argument(
         "--gqn-checkpoint",
         default=None,
-        help="world model of gqn and gqn_lstm (default: the bundled one); runs are told apart by the file's digest",
+        help="world model of gqn and gqn_lstm (default: the bundled one); runs are told apart by its representation network's digest",
     )
     parser.add_argument("--gqn-stack", type=int, default=1, help="observations stacked for gqn and gqn_lstm")
     parser.add_argument("--wm-updates", type=int, default=8, help="world-model steps per rollout (gqn_online)")

@@ -144,16 +144,27 @@ def test_where_results_are_written_does_not_make_a_run_different(tmp_path, monke
     assert calls == [] and len(results) == 2
 
 
-def test_gqn_runs_are_told_apart_by_the_world_model_file_not_its_path(tmp_path):
-    first, copy, other = tmp_path / "a.pt", tmp_path / "b.pt", tmp_path / "c.pt"
-    first.write_bytes(b"weights")
-    copy.write_bytes(b"weights")
-    other.write_bytes(b"other weights")
-    assert bench.model_digest(str(first)) == bench.model_digest(str(copy)) != bench.model_digest(str(other))
-    assert "gqn_checkpoint" not in bench.run_settings(_args(gqn_checkpoint=str(first), gqn_model="x"))
-    saved = {"steps": 100, "gqn_model": bench.model_digest(str(first))}
-    assert bench.same_run(saved, {"steps": 100, "gqn_model": bench.model_digest(str(copy))}, "gqn")
-    assert not bench.same_run(saved, {"steps": 100, "gqn_model": bench.model_digest(str(other))}, "gqn")
-    assert bench.same_run(saved, {"steps": 100, "gqn_model": bench.model_digest(str(other))}, "pixels")
+def test_gqn_runs_are_told_apart_by_what_the_agent_observes_of_the_world_model(tmp_path):
+    """The digest covers the representation network: a copy or a generator-only change is the same run."""
+    import torch
+
+    from world_model import GQN, GQNConfig, save_checkpoint
+
+    torch.manual_seed(0)
+    model = GQN(GQNConfig.tiny())
+    save_checkpoint(tmp_path / "a.pt", {"config": model.config.to_dict(), "model": model.state_dict()})
+    with torch.no_grad():
+        next(model.generator.parameters()).add_(1.0)
+    save_checkpoint(tmp_path / "generator.pt", {"config": model.config.to_dict(), "model": model.state_dict()})
+    with torch.no_grad():
+        next(model.representation.parameters()).add_(1.0)
+    save_checkpoint(tmp_path / "representation.pt", {"config": model.config.to_dict(), "model": model.state_dict()})
+    digest = {name: bench.model_digest(str(tmp_path / f"{name}.pt")) for name in ("a", "generator", "representation")}
+    assert digest["a"] == digest["generator"] != digest["representation"]
+    assert "gqn_checkpoint" not in bench.run_settings(_args(gqn_checkpoint="a.pt", gqn_model="x"))
+    saved = {"steps": 100, "gqn_model": digest["a"]}
+    assert bench.same_run(saved, {"steps": 100, "gqn_model": digest["generator"]}, "gqn")
+    assert not bench.same_run(saved, {"steps": 100, "gqn_model": digest["representation"]}, "gqn")
+    assert bench.same_run(saved, {"steps": 100, "gqn_model": digest["representation"]}, "pixels")
     # Runs saved before the digest was recorded used the first bundled model.
     assert bench.same_run({"steps": 100}, {"steps": 100, "gqn_model": bench.LATER_DEFAULTS["gqn_model"]}, "gqn")
