@@ -341,7 +341,8 @@ def main() -> None:
     parser.add_argument(
         "--gqn-checkpoint",
         default=None,
-        help="world model of gqn and gqn_lstm (default: the bundled one); runs are told apart by its representation network's digest",
+        help="world model of gqn and gqn_lstm (default: the bundled one); "
+        "runs are told apart by a digest of its representation network",
     )
     parser.add_argument("--gqn-stack", type=int, default=1, help="observations stacked for gqn and gqn_lstm")
     parser.add_argument("--wm-updates", type=int, default=8, help="world-model steps per rollout (gqn_online)")
