@@ -371,7 +371,10 @@ def main() -> None:
 
     name = "rl_sample_efficiency_quick" if args.quick else "rl_sample_efficiency"
     json_path = output_path(name, args.out, args.save)
-    results = run_all(args, json_path.parent / f"{json_path.stem}_runs")
+    runs_dir = json_path.parent / f"{json_path.stem}_runs"
+    results = run_all(args, runs_dir)
+    if not results:
+        raise SystemExit(f"No finished runs with these settings in {runs_dir}")
     rows, ratios = summarize(results, args)
     columns = ["variant", "seeds", "steps_to_threshold", "seconds_to_threshold", "auc", "final_success", "minutes"]
     print(format_table(rows, columns))
