@@ -168,3 +168,11 @@ def test_gqn_runs_are_told_apart_by_what_the_agent_observes_of_the_world_model(t
     assert bench.same_run(saved, {"steps": 100, "gqn_model": digest["representation"]}, "pixels")
     # Runs saved before the digest was recorded used the first bundled model.
     assert bench.same_run({"steps": 100}, {"steps": 100, "gqn_model": bench.LATER_DEFAULTS["gqn_model"]}, "gqn")
+
+
+def test_the_bundled_model_is_the_one_the_committed_rl_results_were_measured_with():
+    """Re-bundling a model with another representation network means re-running the ``gqn`` RL seeds."""
+    import pathlib
+
+    results = json.loads((pathlib.Path(bench.__file__).parent / "results" / "rl_sample_efficiency.json").read_text())
+    assert results["args"]["gqn_model"] == bench.model_digest(None)

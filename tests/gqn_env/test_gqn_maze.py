@@ -481,6 +481,17 @@ def test_default_gqn_maze_uses_the_bundled_model():
     assert f"{keys} ({config.representation_dim},) ({size}, {size}, 3)" in result.stdout
 
 
+def test_the_bundled_model_imagines_the_map_and_render_shows_it():
+    """The shipped model was trained on top-down queries: render() (and so the demo) has the map panels."""
+    env = gym.make("GQNMaze-S2-v0", render_mode="rgb_array", map_size=64)
+    try:
+        env.reset(seed=0)
+        assert env.get_wrapper_attr("knows_top_down")
+        assert env.render().shape[1] == 5 * (64 + 4) - 4  # true, imagined, map, imagined map, its uncertainty
+    finally:
+        env.close()
+
+
 def test_bundled_gqn_maze_passes_check_env_and_is_deterministic():
     env, twin = gym.make("GQNMaze-S2-v0"), gym.make("GQNMaze-S2-v0")
     try:
