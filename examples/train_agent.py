@@ -3,19 +3,22 @@
 Usage::
 
     python examples/train_agent.py --obs gqn --steps 50000 --out runs/agent_gqn
+    python examples/train_agent.py --obs gqn_lstm --steps 50000 --out runs/agent_gqn_lstm
     python examples/train_agent.py --obs gqn_online --steps 50000 --out runs/agent_online
     python examples/train_agent.py --obs pixels --steps 50000 --out runs/agent_pixels
     python examples/train_agent.py --obs state_oracle --steps 50000 --out runs/agent_oracle
     python examples/train_agent.py --load runs/agent_gqn --episodes 10      # evaluate a saved agent
     tensorboard --logdir runs/agent_gqn/tb
 
-``gqn``: GQNMaze with the bundled world model, frozen. ``gqn_online``: a world
+``gqn``: GQNMaze with the bundled world model, frozen; ``gqn_lstm``: the same
+observation read by a recurrent policy (sb3-contrib RecurrentPPO). ``gqn_online``: a world
 model trained from scratch, during RL, on the agent's own frames
 (:class:`agents.rl.WorldModelCallback`: updates between rollouts only, see its
 docstring). ``pixels``: the 64x64 egocentric image with 4 stacked frames;
 ``pixels_lstm``: one 64x64 frame and a recurrent policy (sb3-contrib);
 ``state_oracle``: privileged state, a reference (agents/oracle.py).
 Every type trains with the same PPO settings (``--ppo``, agents.rl.PPO_SETTINGS);
+the defaults (``steady``, 200-step episodes on GQNMazeScene-S2) are the RL benchmark's;
 the GQN types read their Dict observation with agents.features.GQNMazeExtractor.
 Success is logged as ``rollout/success_rate`` (SB3 reads ``is_success``).
 The policy is saved as ``policy.zip`` with the world model it was trained with
@@ -55,7 +58,7 @@ def train(args: argparse.Namespace) -> None:
         trainer = Trainer(GQNConfig.cpu().replace(seed=args.seed), SceneBuffer(image_size=32, max_scenes=2000))
         model = trainer.model
         callbacks.append(WorldModelCallback(trainer, trainer.sampler, updates_per_rollout=args.wm_updates))
-    elif args.obs == "gqn":
+    elif args.obs in ("gqn", "gqn_lstm"):
         model = load_world_model(args.checkpoint)
     if args.obs in PIXEL_TYPES:
         scene["image_size"] = 64
@@ -92,14 +95,14 @@ def evaluate(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--obs", choices=OBS_TYPES, default="gqn")
-    parser.add_argument("--ppo", choices=sorted(PPO_SETTINGS), default="fast", help="shared PPO settings")
+    parser.add_argument("--ppo", choices=sorted(PPO_SETTINGS), default="steady", help="shared PPO settings")
     parser.add_argument("--gqn-obs", nargs="+", default=None, help="GQNMaze observation keys (default: the env's)")
     parser.add_argument("--env-id", default="GQNMazeScene-S2-v0")
     parser.add_argument("--steps", type=int, default=50_000)
     parser.add_argument("--num-envs", type=int, default=4)
-    parser.add_argument("--episode-steps", type=int, default=96)
+    parser.add_argument("--episode-steps", type=int, default=200)
     parser.add_argument("--wm-updates", type=int, default=8, help="world-model steps per rollout (gqn_online)")
-    parser.add_argument("--checkpoint", default=None, help="world model for --obs gqn (default: bundled)")
+    parser.add_argument("--checkpoint", default=None, help="world model for --obs gqn and gqn_lstm (default: bundled)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/agent")
     parser.add_argument("--load", default=None, help="evaluate the agent saved in this folder instead")

@@ -201,7 +201,11 @@ def test_recurrent_agents_read_pixels_and_gqn_features():
             before = [p.detach().clone() for p in agent.policy.parameters()]
             agent.learn(32)
             assert any(not torch.equal(a, b) for a, b in zip(before, agent.policy.parameters(), strict=True))
-        assert type(make_agent("gqn_lstm", gqn, settings).policy.features_extractor) is GQNMazeExtractor
+        policy = make_agent("gqn_lstm", gqn, settings).policy
+        assert type(policy.features_extractor) is GQNMazeExtractor
+        # The GQN agent's small LSTM, read by the critic too (agents.rl.GQN_LSTM_POLICY); the baseline keeps 256.
+        assert policy.lstm_actor.hidden_size == 64 and policy.shared_lstm and policy.lstm_critic is None
+        assert make_agent("pixels_lstm", pixels, settings).policy.lstm_actor.hidden_size == 256
     finally:
         gqn.close()
         pixels.close()

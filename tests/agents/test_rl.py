@@ -125,11 +125,12 @@ def test_save_and_load_agent_keeps_the_world_model_beside_the_policy(tmp_path, t
 
 
 @pytest.mark.slow
-def test_train_agent_example_trains_saves_and_evaluates(tmp_path):
+@pytest.mark.parametrize("obs", ["gqn", "gqn_lstm"])
+def test_train_agent_example_trains_saves_and_evaluates(tmp_path, obs):
     script = Path(__file__).resolve().parents[2] / "examples" / "train_agent.py"
     common = [sys.executable, str(script), "--env-id", "GQNMazeScene-S2-v0", "--episode-steps", "20"]
     run = subprocess.run(
-        [*common, "--steps", "512", "--num-envs", "2", "--out", str(tmp_path / "a")],
+        [*common, "--obs", obs, "--steps", "512", "--num-envs", "2", "--out", str(tmp_path / "a")],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
