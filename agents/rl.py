@@ -12,7 +12,7 @@ Observation types on the same scenes:
   ``CnnLstmPolicy`` (the memory baseline);
 * ``gqn_lstm``: ``gqn``'s observation read by sb3-contrib ``RecurrentPPO``
   (``MultiInputLstmPolicy`` over :class:`agents.features.GQNMazeExtractor`, with
-  the small shared LSTM of :data:`GQN_LSTM_POLICY`);
+  an LSTM from :data:`LSTM_POLICIES`);
 * ``state_oracle``: privileged state (:class:`agents.oracle.StateOracle`), PPO
   ``MlpPolicy``: a reference that bounds what any observation can buy;
 * ``oracle_memory`` and ``oracle_view``: the same, but the goal's position is
@@ -66,13 +66,16 @@ PPO_SETTINGS: dict[str, dict[str, Any]] = {
 }
 
 
-#: The recurrent GQN agent's LSTM: 64 units, one LSTM that the critic reads too
-#: (detached, so only the actor's loss trains it). sb3-contrib's default (256 units,
-#: a second LSTM for the critic) costs about 4x as much per step on this machine's
-#: CPU (100k steps: about 35 minutes against 8; the feed-forward ``gqn`` agent: 3).
-#: Chosen for that cost, before any run of it was scored. ``pixels_lstm`` keeps
-#: sb3-contrib's default, the baseline as its authors ship it.
-GQN_LSTM_POLICY: dict[str, Any] = {"lstm_hidden_size": 64, "shared_lstm": True, "enable_critic_lstm": False}
+#: LSTM sizes of the recurrent types (sb3-contrib ``RecurrentPPO`` policy arguments).
+#: ``sb3``: sb3-contrib's default, 256 units and a second LSTM for the critic: the
+#: ``pixels_lstm`` baseline as its authors ship it. ``small``: 64 units, one LSTM that
+#: the critic reads too (detached, so only the actor's loss trains it); about 4x
+#: cheaper per step on this machine's CPU (``gqn_lstm``, 100k steps: about 8 minutes
+#: against 35; the feed-forward ``gqn`` agent: 3).
+LSTM_POLICIES: dict[str, dict[str, Any]] = {
+    "sb3": {"lstm_hidden_size": 256, "shared_lstm": False, "enable_critic_lstm": True},
+    "small": {"lstm_hidden_size": 64, "shared_lstm": True, "enable_critic_lstm": False},
+}
 
 
 class ImageOnly(gym.ObservationWrapper):
@@ -149,12 +152,21 @@ def make_vec_env(
     return venv
 
 
-def make_agent(obs_type: str, venv: VecEnv, settings: str | dict[str, Any] = "fast", seed: int = 0, **kwargs: Any):
+def make_agent(
+    obs_type: str,
+    venv: VecEnv,
+    settings: str | dict[str, Any] = "fast",
+    seed: int = 0,
+    lstm: str = "sb3",
+    **kwargs: Any,
+):
     """The PPO agent for ``obs_type`` with the shared hyper-parameters ``settings``.
 
     ``pixels``: ``CnnPolicy``; ``pixels_lstm``: sb3-contrib ``RecurrentPPO`` with
-    ``CnnLstmPolicy``; the oracles: ``MlpPolicy``; the GQN types:
-    ``MultiInputPolicy`` with :class:`agents.features.GQNMazeExtractor`.
+    ``CnnLstmPolicy``; ``gqn_lstm``: ``RecurrentPPO`` with ``MultiInputLstmPolicy``;
+    the oracles: ``MlpPolicy``; the other GQN types: ``MultiInputPolicy``; every GQN
+    type reads its observation with :class:`agents.features.GQNMazeExtractor`.
+    ``lstm`` names the recurrent types' LSTM (:data:`LSTM_POLICIES`).
     ``kwargs`` go to the algorithm (``tensorboard_log``, ``verbose``, ...).
     """
     if obs_type not in OBS_TYPES:
@@ -163,21 +175,20 @@ def make_agent(obs_type: str, venv: VecEnv, settings: str | dict[str, Any] = "fa
         if settings not in PPO_SETTINGS:
             raise ValueError(f"settings must be one of {sorted(PPO_SETTINGS)} or a dict, got {settings!r}")
         settings = PPO_SETTINGS[settings]
+    if lstm not in LSTM_POLICIES:
+        raise ValueError(f"lstm must be one of {sorted(LSTM_POLICIES)}, got {lstm!r}")
     options = {"seed": seed, "device": "cpu", "verbose": 0, **settings, **kwargs}
     if obs_type in ("pixels_lstm", "gqn_lstm"):
         try:
             from sb3_contrib import RecurrentPPO
         except ImportError as err:  # the rl extra
             raise ImportError(f"{obs_type} needs sb3-contrib: pip install 'gqn-gym[rl]'") from err
+        policy_kwargs = {**LSTM_POLICIES[lstm], **options.pop("policy_kwargs", {})}
         if obs_type == "pixels_lstm":
-            return RecurrentPPO("CnnLstmPolicy", venv, **options)
+            return RecurrentPPO("CnnLstmPolicy", venv, policy_kwargs=policy_kwargs, **options)
         from agents.features import GQNMazeExtractor
 
-        policy_kwargs = {
-            "features_extractor_class": GQNMazeExtractor,
-            **GQN_LSTM_POLICY,
-            **options.pop("policy_kwargs", {}),
-        }
+        policy_kwargs = {"features_extractor_class": GQNMazeExtractor, **policy_kwargs}
         return RecurrentPPO("MultiInputLstmPolicy", venv, policy_kwargs=policy_kwargs, **options)
     from stable_baselines3 import PPO
 

@@ -50,6 +50,7 @@ from stable_baselines3.common.callbacks import CallbackList
 
 import gqn_env  # noqa: F401
 from agents.rl import (
+    LSTM_POLICIES,
     ORACLE_TYPES,
     PPO_SETTINGS,
     SuccessCurve,
@@ -84,7 +85,7 @@ def run(variant: str, seed: int, args: argparse.Namespace) -> dict:
         venv = make_vec_env(variant, args.env_id, args.num_envs, seed, None, scene)
     else:
         venv = make_vec_env(variant, args.env_id, args.num_envs, seed, None, {**scene, "image_size": args.pixel_size})
-    agent = make_agent(variant, venv, args.ppo, seed=seed, device=args.device)
+    agent = make_agent(variant, venv, args.ppo, seed=seed, lstm=args.lstm, device=args.device)
     start = time.perf_counter()
     agent.learn(args.steps, callback=CallbackList(callbacks))
     seconds = time.perf_counter() - start
@@ -139,6 +140,7 @@ VARIANT_SETTINGS = {
     "gqn_obs": ("gqn", "gqn_online", "gqn_lstm"),
     "gqn_stack": ("gqn", "gqn_lstm"),
     "gqn_model": ("gqn", "gqn_lstm"),
+    "lstm": ("gqn_lstm", "pixels_lstm"),
     "wm_updates": ("gqn_online",),
     "pixel_size": BASELINES,
 }
@@ -151,7 +153,7 @@ def run_settings(args: argparse.Namespace) -> dict:
 
 #: Values of arguments added after runs were saved without them.
 #: Runs saved before ``gqn_model`` was recorded used the first bundled model (this digest).
-LATER_DEFAULTS = {"gqn_stack": 1, "gqn_model": "ab00466bf813"}
+LATER_DEFAULTS = {"gqn_stack": 1, "gqn_model": "ab00466bf813", "lstm": "sb3"}
 
 
 def model_digest(checkpoint: str | None) -> str:
@@ -345,6 +347,9 @@ def main() -> None:
         "runs are told apart by a digest of its representation network",
     )
     parser.add_argument("--gqn-stack", type=int, default=1, help="observations stacked for gqn and gqn_lstm")
+    parser.add_argument(
+        "--lstm", choices=sorted(LSTM_POLICIES), default="sb3", help="LSTM of gqn_lstm and pixels_lstm (agents.rl)"
+    )
     parser.add_argument("--wm-updates", type=int, default=8, help="world-model steps per rollout (gqn_online)")
     parser.add_argument("--threshold", type=float, default=0.5)
     parser.add_argument("--bins", type=int, default=20, help="bins of the plotted curves and the AUC")

@@ -201,11 +201,13 @@ def test_recurrent_agents_read_pixels_and_gqn_features():
             before = [p.detach().clone() for p in agent.policy.parameters()]
             agent.learn(32)
             assert any(not torch.equal(a, b) for a, b in zip(before, agent.policy.parameters(), strict=True))
-        policy = make_agent("gqn_lstm", gqn, settings).policy
-        assert type(policy.features_extractor) is GQNMazeExtractor
-        # The GQN agent's small LSTM, read by the critic too (agents.rl.GQN_LSTM_POLICY); the baseline keeps 256.
-        assert policy.lstm_actor.hidden_size == 64 and policy.shared_lstm and policy.lstm_critic is None
-        assert make_agent("pixels_lstm", pixels, settings).policy.lstm_actor.hidden_size == 256
+        assert type(make_agent("gqn_lstm", gqn, settings).policy.features_extractor) is GQNMazeExtractor
+        # sb3-contrib's LSTM by default (256 units, a second one for the critic); "small" shares 64 units.
+        assert make_agent("pixels_lstm", pixels, settings).policy.lstm_critic.hidden_size == 256
+        small = make_agent("gqn_lstm", gqn, settings, lstm="small").policy
+        assert small.lstm_actor.hidden_size == 64 and small.shared_lstm and small.lstm_critic is None
+        with pytest.raises(ValueError, match="lstm must be one of"):
+            make_agent("gqn_lstm", gqn, settings, lstm="tiny")
     finally:
         gqn.close()
         pixels.close()

@@ -176,3 +176,10 @@ def test_the_bundled_model_is_the_one_the_committed_rl_results_were_measured_wit
 
     results = json.loads((pathlib.Path(bench.__file__).parent / "results" / "rl_sample_efficiency.json").read_text())
     assert results["args"]["gqn_model"] == bench.model_digest(None)
+
+
+def test_recurrent_runs_are_told_apart_by_their_lstm():
+    saved = {"steps": 100}  # saved before --lstm existed: sb3-contrib's default
+    assert bench.same_run(saved, {"steps": 100, "lstm": "sb3"}, "pixels_lstm")
+    assert not bench.same_run(saved, {"steps": 100, "lstm": "small"}, "gqn_lstm")
+    assert bench.same_run(saved, {"steps": 100, "lstm": "small"}, "gqn")  # a feed-forward agent has none
