@@ -42,6 +42,10 @@ def score(run: dict, budget: int, until: int, threshold: float, window: int, bin
     return {"seed": run["seed"], "steps_to_threshold": reached, "auc": float(np.nanmean(curve))}
 
 
+def _thousands(steps: float) -> str:
+    return f"{steps / 1000:.1f}k" if np.isfinite(steps) else "-"
+
+
 def load(spec: str, seeds: list[int]) -> tuple[str, list[tuple[dict, int]]]:
     """``FOLDER:VARIANT[=LABEL]`` -> (label, (run, its step budget) for each saved seed)."""
     folder, _, rest = spec.rpartition(":")
@@ -76,10 +80,7 @@ def main() -> None:
     for spec in args.specs:
         label, runs = load(spec, seeds)
         scored = [score(run, budget, args.until, args.threshold, args.window, args.bins) for run, budget in runs]
-        per_seed = ", ".join(
-            f"{s['seed']}: " + (f"{s['steps_to_threshold'] / 1000:.1f}k" if np.isfinite(s["steps_to_threshold"]) else "-")
-            for s in scored
-        )
+        per_seed = ", ".join(f"{s['seed']}: {_thousands(s['steps_to_threshold'])}" for s in scored)
         rows.append(
             {
                 "variant": label,
