@@ -80,7 +80,16 @@ def run(variant: str, seed: int, args: argparse.Namespace) -> dict:
         callbacks.append(WorldModelCallback(trainer, buffer, updates_per_rollout=args.wm_updates))
     elif variant in ("gqn", "gqn_lstm"):
         model = load_world_model(args.gqn_checkpoint) if args.gqn_checkpoint else None
-        venv = make_vec_env(variant, args.env_id, args.num_envs, seed, model, gqn_kwargs, frame_stack=args.gqn_stack)
+        venv = make_vec_env(
+            variant,
+            args.env_id,
+            args.num_envs,
+            seed,
+            model,
+            gqn_kwargs,
+            normalize=args.gqn_normalize,
+            frame_stack=args.gqn_stack,
+        )
     elif variant in ORACLE_TYPES:
         venv = make_vec_env(variant, args.env_id, args.num_envs, seed, None, scene)
     else:
@@ -139,6 +148,7 @@ NOT_RUN_SETTINGS = (
 VARIANT_SETTINGS = {
     "gqn_obs": ("gqn", "gqn_online", "gqn_lstm"),
     "gqn_stack": ("gqn", "gqn_lstm"),
+    "gqn_normalize": ("gqn", "gqn_lstm"),
     "gqn_model": ("gqn", "gqn_lstm"),
     "lstm": ("gqn_lstm", "pixels_lstm"),
     "wm_updates": ("gqn_online",),
@@ -153,7 +163,7 @@ def run_settings(args: argparse.Namespace) -> dict:
 
 #: Values of arguments added after runs were saved without them.
 #: Runs saved before ``gqn_model`` was recorded used the first bundled model (this digest).
-LATER_DEFAULTS = {"gqn_stack": 1, "gqn_model": "ab00466bf813", "lstm": "sb3"}
+LATER_DEFAULTS = {"gqn_stack": 1, "gqn_model": "ab00466bf813", "lstm": "sb3", "gqn_normalize": True}
 
 
 def model_digest(checkpoint: str | None) -> str:
@@ -347,6 +357,12 @@ def main() -> None:
         "runs are told apart by a digest of its representation network",
     )
     parser.add_argument("--gqn-stack", type=int, default=1, help="observations stacked for gqn and gqn_lstm")
+    parser.add_argument(
+        "--gqn-normalize",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="standardise gqn and gqn_lstm features by running statistics (VecNormalize)",
+    )
     parser.add_argument(
         "--lstm", choices=sorted(LSTM_POLICIES), default="sb3", help="LSTM of gqn_lstm and pixels_lstm (agents.rl)"
     )

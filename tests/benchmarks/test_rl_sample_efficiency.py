@@ -183,3 +183,9 @@ def test_recurrent_runs_are_told_apart_by_their_lstm():
     assert bench.same_run(saved, {"steps": 100, "lstm": "sb3"}, "pixels_lstm")
     assert not bench.same_run(saved, {"steps": 100, "lstm": "small"}, "gqn_lstm")
     assert bench.same_run(saved, {"steps": 100, "lstm": "small"}, "gqn")  # a feed-forward agent has none
+
+
+def test_runs_saved_before_gqn_normalize_existed_were_normalised():
+    assert bench.same_run({"steps": 100}, {"steps": 100, "gqn_normalize": True}, "gqn_lstm")
+    assert not bench.same_run({"steps": 100}, {"steps": 100, "gqn_normalize": False}, "gqn")
+    assert bench.same_run({"steps": 100}, {"steps": 100, "gqn_normalize": False}, "pixels")
