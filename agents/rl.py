@@ -99,6 +99,7 @@ def make_vec_env(
     env_kwargs: dict | None = None,
     normalize: bool = True,
     frame_stack: int = 1,
+    goal_landmark: bool = False,
 ) -> VecEnv:
     """A DummyVecEnv of monitored envs for ``obs_type`` (see the module docstring).
 
@@ -113,9 +114,15 @@ def make_vec_env(
 
     ``frame_stack`` (GQN types): stack the last ``frame_stack`` observations, as
     the ``pixels`` type stacks 4 frames (after standardisation).
+
+    ``goal_landmark`` (``gqn``, ``gqn_lstm``; the observation needs ``patches`` and
+    ``landmarks``): replace ``landmarks`` by the one row of it that marks the agent's
+    successes (:class:`agents.goal_landmark.GoalLandmark`), before standardisation.
     """
     if obs_type not in OBS_TYPES:
         raise ValueError(f"obs_type must be one of {OBS_TYPES}, got {obs_type!r}")
+    if goal_landmark and obs_type not in ("gqn", "gqn_lstm"):
+        raise ValueError(f"goal_landmark is for the gqn and gqn_lstm types, got {obs_type!r}")
     kwargs = dict(env_kwargs or {})
 
     def build() -> gym.Env:
@@ -140,6 +147,10 @@ def make_vec_env(
     venv.seed(seed * 1000)
     if obs_type == "pixels":
         return VecFrameStack(venv, 4)
+    if goal_landmark:
+        from agents.goal_landmark import GoalLandmark
+
+        venv = GoalLandmark(venv)
     if obs_type in GQN_TYPES and normalize:
         keys = [k for k in venv.observation_space.spaces if k != "image"]
         venv = VecNormalize(venv, norm_obs=True, norm_reward=False, norm_obs_keys=keys, clip_obs=10.0)
@@ -318,6 +329,15 @@ def steps_to_threshold(curve: np.ndarray, total: int, threshold: float) -> float
     return float((hits[0] + 1) * total / bins) if hits.size else float("inf")
 
 
+def find_wrapper(venv: VecEnv, cls: type) -> Any:
+    """The first VecEnv wrapper of type ``cls`` in ``venv``'s chain (``venv`` itself included), or None."""
+    while venv is not None:
+        if isinstance(venv, cls):
+            return venv
+        venv = getattr(venv, "venv", None)
+    return None
+
+
 def save_agent(
     agent: Any, out_dir: str | Path, world_model: Any = None, obs_type: str = "gqn", env_kwargs: dict | None = None
 ) -> Path:
@@ -346,14 +366,37 @@ def save_agent(
             stats |= {f"{key}.mean": rms.mean, f"{key}.var": rms.var, f"{key}.count": np.array(rms.count)}
         with atomic_path(out / "obs_normalization.npz") as tmp, open(tmp, "wb") as f:
             np.savez(f, **stats)
-    info = {"obs_type": obs_type, "algorithm": type(agent).__name__, "env_kwargs": dict(env_kwargs or {})}
+    from agents.goal_landmark import GoalLandmark
+
+    goal = find_wrapper(agent.get_env(), GoalLandmark)
+    if goal is not None:
+        with atomic_path(out / "goal_landmark.npz") as tmp, open(tmp, "wb") as f:
+            np.savez(f, **goal.state())
+    info = {
+        "obs_type": obs_type,
+        "algorithm": type(agent).__name__,
+        "env_kwargs": dict(env_kwargs or {}),
+        "goal_landmark": goal is not None,
+    }
     with atomic_path(out / "agent.json") as tmp:
         tmp.write_text(json.dumps(info, indent=2))
     return out
 
 
 def restore_normalization(venv: VecEnv, out_dir: str | Path) -> VecEnv:
-    """Give ``venv``'s ``VecNormalize`` the statistics :func:`save_agent` kept, frozen (for evaluation)."""
+    """Give ``venv``'s ``VecNormalize`` the statistics :func:`save_agent` kept, frozen (for evaluation).
+
+    A :class:`agents.goal_landmark.GoalLandmark` in the chain gets its saved statistics too.
+    """
+    from agents.goal_landmark import GoalLandmark
+
+    goal = find_wrapper(venv, GoalLandmark)
+    if goal is not None:
+        goal_path = Path(out_dir) / "goal_landmark.npz"
+        if not goal_path.exists():
+            raise FileNotFoundError(f"{goal_path} is missing: the agent in {out_dir} was saved without GoalLandmark")
+        with np.load(goal_path, allow_pickle=False) as state:
+            goal.load_state(dict(state))
     path = Path(out_dir) / "obs_normalization.npz"
     if not isinstance(venv, VecNormalize):
         return venv

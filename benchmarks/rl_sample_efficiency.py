@@ -49,6 +49,7 @@ import torch
 from stable_baselines3.common.callbacks import CallbackList
 
 import gqn_env  # noqa: F401
+from agents.goal_landmark import GoalLandmark
 from agents.rl import (
     LSTM_POLICIES,
     ORACLE_TYPES,
@@ -89,15 +90,25 @@ def run(variant: str, seed: int, args: argparse.Namespace) -> dict:
             gqn_kwargs,
             normalize=args.gqn_normalize,
             frame_stack=args.gqn_stack,
+            goal_landmark=args.gqn_goal_landmark,
         )
     elif variant in ORACLE_TYPES:
         venv = make_vec_env(variant, args.env_id, args.num_envs, seed, None, scene)
     else:
         venv = make_vec_env(variant, args.env_id, args.num_envs, seed, None, {**scene, "image_size": args.pixel_size})
-    agent = make_agent(variant, venv, args.ppo, seed=seed, lstm=args.lstm, device=args.device)
+    extra = {}
+    if variant in ("gqn", "gqn_online", "gqn_lstm"):
+        extra["policy_kwargs"] = {"features_extractor_kwargs": {"select_sharpness": args.select_sharpness}}
+    agent = make_agent(variant, venv, args.ppo, seed=seed, lstm=args.lstm, device=args.device, **extra)
     start = time.perf_counter()
     agent.learn(args.steps, callback=CallbackList(callbacks))
     seconds = time.perf_counter() - start
+    extras = {}
+    inner = venv
+    while hasattr(inner, "venv") and not isinstance(inner, GoalLandmark):
+        inner = inner.venv
+    if isinstance(inner, GoalLandmark):  # which feature channel it ended up reading
+        extras = {"goal_landmark_channel": inner.channel, "goal_landmark_successes": inner.successes}
     venv.close()
     record = callbacks[0]
     curve = success_curve(record.timesteps, record.successes, args.steps, args.bins)
@@ -115,6 +126,7 @@ def run(variant: str, seed: int, args: argparse.Namespace) -> dict:
         "episode_end_steps": record.timesteps,
         "episode_end_seconds": [round(t, 2) for t in record.seconds],
         "episode_successes": [int(x) for x in record.successes],
+        **extras,
     }
 
 
@@ -151,6 +163,8 @@ VARIANT_SETTINGS = {
     "gqn_normalize": ("gqn", "gqn_lstm"),
     "gqn_model": ("gqn", "gqn_lstm"),
     "lstm": ("gqn_lstm", "pixels_lstm"),
+    "select_sharpness": ("gqn", "gqn_online", "gqn_lstm"),
+    "gqn_goal_landmark": ("gqn", "gqn_lstm"),
     "wm_updates": ("gqn_online",),
     "pixel_size": BASELINES,
 }
@@ -163,7 +177,14 @@ def run_settings(args: argparse.Namespace) -> dict:
 
 #: Values of arguments added after runs were saved without them.
 #: Runs saved before ``gqn_model`` was recorded used the first bundled model (this digest).
-LATER_DEFAULTS = {"gqn_stack": 1, "gqn_model": "ab00466bf813", "lstm": "sb3", "gqn_normalize": True}
+LATER_DEFAULTS = {
+    "gqn_stack": 1,
+    "gqn_model": "ab00466bf813",
+    "lstm": "sb3",
+    "gqn_normalize": True,
+    "select_sharpness": 1.0,
+    "gqn_goal_landmark": False,
+}
 
 
 def model_digest(checkpoint: str | None) -> str:
@@ -365,6 +386,17 @@ def main() -> None:
     )
     parser.add_argument(
         "--lstm", choices=sorted(LSTM_POLICIES), default="sb3", help="LSTM of gqn_lstm and pixels_lstm (agents.rl)"
+    )
+    parser.add_argument(
+        "--select-sharpness",
+        type=float,
+        default=1.0,
+        help="scale of the learned channel selection over landmarks (agents.features.RecordSelect)",
+    )
+    parser.add_argument(
+        "--gqn-goal-landmark",
+        action="store_true",
+        help="replace the landmarks key by the row that marks the agent's successes (agents.goal_landmark)",
     )
     parser.add_argument("--wm-updates", type=int, default=8, help="world-model steps per rollout (gqn_online)")
     parser.add_argument("--threshold", type=float, default=0.5)

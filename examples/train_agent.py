@@ -64,7 +64,7 @@ def train(args: argparse.Namespace) -> None:
         scene["image_size"] = 64
     elif args.obs not in ORACLE_TYPES and args.gqn_obs:
         scene["obs_keys"] = args.gqn_obs
-    venv = make_vec_env(args.obs, args.env_id, args.num_envs, args.seed, model, scene)
+    venv = make_vec_env(args.obs, args.env_id, args.num_envs, args.seed, model, scene, goal_landmark=args.goal_landmark)
     agent = make_agent(args.obs, venv, args.ppo, seed=args.seed, tensorboard_log=f"{args.out}/tb", verbose=1)
     agent.learn(args.steps, callback=callbacks)
     venv.close()
@@ -79,7 +79,9 @@ def evaluate(args: argparse.Namespace) -> None:
     info = agent_info(args.load)
     obs_type = "gqn" if info["obs_type"] == "gqn_online" else info["obs_type"]  # evaluate with the saved weights
     scene = {**info["env_kwargs"], "max_episode_steps": args.episode_steps}
-    venv = restore_normalization(make_vec_env(obs_type, args.env_id, 1, args.seed + 10_000, model, scene), args.load)
+    goal = info.get("goal_landmark", False)
+    venv = make_vec_env(obs_type, args.env_id, 1, args.seed + 10_000, model, scene, goal_landmark=goal)
+    venv = restore_normalization(venv, args.load)
     successes, obs = [], venv.reset()
     state, starts = None, np.ones(1, dtype=bool)  # a recurrent policy's memory
     while len(successes) < args.episodes:
@@ -97,6 +99,11 @@ def main() -> None:
     parser.add_argument("--obs", choices=OBS_TYPES, default="gqn")
     parser.add_argument("--ppo", choices=sorted(PPO_SETTINGS), default="steady", help="shared PPO settings")
     parser.add_argument("--gqn-obs", nargs="+", default=None, help="GQNMaze observation keys (default: the env's)")
+    parser.add_argument(
+        "--goal-landmark",
+        action="store_true",
+        help="gqn, gqn_lstm: read landmarks through agents.goal_landmark (needs --gqn-obs with patches and landmarks)",
+    )
     parser.add_argument("--env-id", default="GQNMazeScene-S2-v0")
     parser.add_argument("--steps", type=int, default=50_000)
     parser.add_argument("--num-envs", type=int, default=4)

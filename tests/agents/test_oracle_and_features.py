@@ -125,6 +125,31 @@ def test_record_select_learns_which_rows_to_read():
     assert torch.softmax(select.logits, -1)[:, 4].max() > 0.5  # some head reads row 4
 
 
+@pytest.mark.parametrize("sharpness", [1.0, 10.0])
+def test_record_select_sharpness_decides_how_fast_the_selection_moves_at_ppos_learning_rate(sharpness):
+    """At 3e-4 (PPO's rate) unscaled logits barely move in 300 updates; scaled by 10 they pick the row."""
+    rows = 32
+    torch.manual_seed(0)
+    space = gym.spaces.Dict({"landmarks": gym.spaces.Box(-np.inf, np.inf, (rows, 7), np.float32)})
+    extractor = GQNMazeExtractor(space, select_sharpness=sharpness)
+    select = extractor.nets["landmarks"]
+    head = torch.nn.Linear(extractor.features_dim, 1)
+    optimizer = torch.optim.Adam([*extractor.parameters(), *head.parameters()], lr=3e-4)
+    for _ in range(300):
+        table = torch.randn(64, rows, 7)
+        loss = ((head(extractor({"landmarks": table}))[:, 0] - table[:, 10, 1]) ** 2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    weight = torch.softmax(sharpness * select.logits, -1)[:, 10].max().item()
+    if sharpness == 1.0:
+        assert weight < 1.5 / rows
+    else:
+        assert weight > 3 / rows
+    with pytest.raises(ValueError, match="sharpness"):
+        GQNMazeExtractor(space, select_sharpness=0.0)
+
+
 def test_make_agent_shares_the_settings_across_observation_types():
     oracle = make_vec_env("state_oracle", "GQNMazeScene-v0", 1, seed=0, env_kwargs=TINY_SCENE)
     pixels = make_vec_env("pixels", "GQNMazeScene-v0", 1, seed=0, env_kwargs={**TINY_SCENE, "image_size": 36})
