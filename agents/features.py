@@ -70,6 +70,8 @@ class GQNMazeExtractor(BaseFeaturesExtractor):
         vector_features: Output width of each vector key's layer.
         map_channels: Channels of the convolutions over a spatial map.
         select_sharpness: :class:`RecordSelect`'s ``sharpness`` for a table of records.
+        plain_keys: Vector keys read by the linear layer alone, without LayerNorm (for
+            inputs already on a fixed scale, such as the oracle's goal fields).
     """
 
     def __init__(
@@ -78,6 +80,7 @@ class GQNMazeExtractor(BaseFeaturesExtractor):
         vector_features: int = 64,
         map_channels: int = 32,
         select_sharpness: float = 1.0,
+        plain_keys: tuple[str, ...] = (),
     ) -> None:
         if not isinstance(observation_space, gym.spaces.Dict):
             raise ValueError(f"GQNMazeExtractor needs a Dict observation space, got {observation_space}")
@@ -103,9 +106,8 @@ class GQNMazeExtractor(BaseFeaturesExtractor):
                 nets[key] = RecordSelect(*space.shape, sharpness=select_sharpness)
                 total += nets[key].out_features
             elif len(space.shape) == 1:
-                nets[key] = nn.Sequential(
-                    nn.LayerNorm(space.shape[0]), nn.Linear(space.shape[0], vector_features), nn.ReLU()
-                )
+                norm = nn.Identity() if key in plain_keys else nn.LayerNorm(space.shape[0])
+                nets[key] = nn.Sequential(norm, nn.Linear(space.shape[0], vector_features), nn.ReLU())
                 total += vector_features
             else:
                 raise ValueError(f"Observation key {key!r} has an unsupported shape {space.shape}")

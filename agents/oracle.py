@@ -76,15 +76,56 @@ class StateOracle(gym.ObservationWrapper):
     def observation(self, observation: dict) -> np.ndarray:
         """The privileged state of the scene after this step."""
         scene = self.env.unwrapped
-        side = max(scene.max_x - scene.min_x, scene.max_z - scene.min_z)
         walls = privileged.obstacle_distances(scene, RAY_ANGLES, max_distance=2 * scene.room_size) / scene.room_size
-        visible = self.goal != "always" and privileged.goal_visible(scene)
-        self._seen = self._seen or visible
-        known = self.goal == "always" or visible or (self.goal == "remembered" and self._seen)
-        goal = np.zeros(5)
-        if known:
-            forward, left = privileged.goal_egocentric(scene)
-            angle = math.atan2(left, forward)
-            goal[:] = [forward / side, left / side, math.hypot(forward, left) / side, math.cos(angle), math.sin(angle)]
+        self._seen, goal, known = goal_state(scene, self.goal, self._seen)
         flag = [] if self.goal == "always" else [float(known)]
         return np.concatenate([observation["viewpoint"], goal, walls, flag]).astype(np.float32)
+
+
+def goal_state(scene, mode: str, seen: bool) -> tuple[bool, np.ndarray, bool]:
+    """``(seen now, goal fields (5,), known)`` of a scene for one of :data:`GOAL_MODES`.
+
+    The fields are the goal's forward and left offsets and distance (scene sides),
+    and the cosine and sine of its bearing; zeros while it is not known.
+    """
+    visible = mode != "always" and privileged.goal_visible(scene)
+    seen = seen or visible
+    known = mode == "always" or visible or (mode == "remembered" and seen)
+    goal = np.zeros(5)
+    if known:
+        side = max(scene.max_x - scene.min_x, scene.max_z - scene.min_z)
+        forward, left = privileged.goal_egocentric(scene)
+        angle = math.atan2(left, forward)
+        goal[:] = [forward / side, left / side, math.hypot(forward, left) / side, math.cos(angle), math.sin(angle)]
+    return seen, goal, known
+
+
+class PrivilegedGoal(gym.ObservationWrapper):
+    """Add the goal's privileged position to a Dict observation (key ``oracle_goal``): a diagnostic.
+
+    For asking whether a policy that reads GQNMaze's observation could use a goal
+    memory at all: the same fields as :class:`StateOracle`'s goal (5) and its
+    ``known`` flag, known as ``goal`` says. Not an agent anyone would deploy.
+    """
+
+    def __init__(self, env: gym.Env, goal: str = "remembered") -> None:
+        super().__init__(env)
+        if not isinstance(env.observation_space, spaces.Dict):
+            raise ValueError(f"PrivilegedGoal wraps an env observing a Dict, got {env.observation_space}")
+        if goal not in GOAL_MODES:
+            raise ValueError(f"goal must be one of {GOAL_MODES}, got {goal!r}")
+        self.goal = goal
+        self.observation_space = spaces.Dict(
+            {**env.observation_space.spaces, "oracle_goal": spaces.Box(-np.inf, np.inf, (6,), dtype=np.float32)}
+        )
+        self._seen = False
+
+    def reset(self, **kwargs) -> tuple[dict, dict]:
+        """Reset the scene and forget the goal."""
+        self._seen = False
+        return super().reset(**kwargs)
+
+    def observation(self, observation: dict) -> dict:
+        """The observation with ``oracle_goal`` added."""
+        self._seen, goal, known = goal_state(self.env.unwrapped, self.goal, self._seen)
+        return {**observation, "oracle_goal": np.append(goal, float(known)).astype(np.float32)}

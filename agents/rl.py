@@ -100,6 +100,8 @@ def make_vec_env(
     normalize: bool = True,
     frame_stack: int = 1,
     goal_landmark: bool = False,
+    oracle_goal: str | None = None,
+    plain_keys: tuple[str, ...] = (),
 ) -> VecEnv:
     """A DummyVecEnv of monitored envs for ``obs_type`` (see the module docstring).
 
@@ -118,9 +120,17 @@ def make_vec_env(
     ``goal_landmark`` (``gqn``, ``gqn_lstm``; the observation needs ``patches`` and
     ``landmarks``): replace ``landmarks`` by the one row of it that marks the agent's
     successes (:class:`agents.goal_landmark.GoalLandmark`), before standardisation.
+
+    ``oracle_goal`` (GQN types; a diagnostic): add the goal's privileged position,
+    known as that :data:`agents.oracle.GOAL_MODES` entry says
+    (:class:`agents.oracle.PrivilegedGoal`).
+
+    ``plain_keys`` (GQN types): observation keys left out of the standardisation.
     """
     if obs_type not in OBS_TYPES:
         raise ValueError(f"obs_type must be one of {OBS_TYPES}, got {obs_type!r}")
+    if oracle_goal is not None and obs_type not in GQN_TYPES:
+        raise ValueError(f"oracle_goal is for the GQN types, got {obs_type!r}")
     if goal_landmark and obs_type not in ("gqn", "gqn_lstm"):
         raise ValueError(f"goal_landmark is for the gqn and gqn_lstm types, got {obs_type!r}")
     kwargs = dict(env_kwargs or {})
@@ -133,7 +143,12 @@ def make_vec_env(
 
             return StateOracle(gym.make(f"gqn_env:{env_id}", **kwargs), goal=ORACLE_TYPES[obs_type])
         gqn_id = env_id.replace("GQNMazeScene", "GQNMaze")
-        return gym.make(f"gqn_env:{gqn_id}", model=model, emit_frames=obs_type == "gqn_online", **kwargs)
+        env = gym.make(f"gqn_env:{gqn_id}", model=model, emit_frames=obs_type == "gqn_online", **kwargs)
+        if oracle_goal is not None:
+            from agents.oracle import PrivilegedGoal
+
+            env = PrivilegedGoal(env, goal=oracle_goal)
+        return env
 
     def factory(i: int) -> Callable[[], gym.Env]:
         def make() -> gym.Env:
@@ -152,7 +167,7 @@ def make_vec_env(
 
         venv = GoalLandmark(venv)
     if obs_type in GQN_TYPES and normalize:
-        keys = [k for k in venv.observation_space.spaces if k != "image"]
+        keys = [k for k in venv.observation_space.spaces if k != "image" and k not in plain_keys]
         venv = VecNormalize(venv, norm_obs=True, norm_reward=False, norm_obs_keys=keys, clip_obs=10.0)
     if obs_type in GQN_TYPES and frame_stack > 1:
         if obs_type == "gqn_online":

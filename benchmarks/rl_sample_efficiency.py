@@ -50,6 +50,7 @@ from stable_baselines3.common.callbacks import CallbackList
 
 import gqn_env  # noqa: F401
 from agents.goal_landmark import GoalLandmark
+from agents.oracle import GOAL_MODES
 from agents.rl import (
     LSTM_POLICIES,
     ORACLE_TYPES,
@@ -91,6 +92,8 @@ def run(variant: str, seed: int, args: argparse.Namespace) -> dict:
             normalize=args.gqn_normalize,
             frame_stack=args.gqn_stack,
             goal_landmark=args.gqn_goal_landmark,
+            oracle_goal=args.gqn_oracle_goal,
+            plain_keys=tuple(args.gqn_plain_keys),
         )
     elif variant in ORACLE_TYPES:
         venv = make_vec_env(variant, args.env_id, args.num_envs, seed, None, scene)
@@ -98,7 +101,8 @@ def run(variant: str, seed: int, args: argparse.Namespace) -> dict:
         venv = make_vec_env(variant, args.env_id, args.num_envs, seed, None, {**scene, "image_size": args.pixel_size})
     extra = {}
     if variant in ("gqn", "gqn_online", "gqn_lstm"):
-        extra["policy_kwargs"] = {"features_extractor_kwargs": {"select_sharpness": args.select_sharpness}}
+        extractor = {"select_sharpness": args.select_sharpness, "plain_keys": tuple(args.gqn_plain_keys)}
+        extra["policy_kwargs"] = {"features_extractor_kwargs": extractor}
     agent = make_agent(variant, venv, args.ppo, seed=seed, lstm=args.lstm, device=args.device, **extra)
     start = time.perf_counter()
     agent.learn(args.steps, callback=CallbackList(callbacks))
@@ -165,6 +169,8 @@ VARIANT_SETTINGS = {
     "lstm": ("gqn_lstm", "pixels_lstm"),
     "select_sharpness": ("gqn", "gqn_online", "gqn_lstm"),
     "gqn_goal_landmark": ("gqn", "gqn_lstm"),
+    "gqn_oracle_goal": ("gqn", "gqn_lstm"),
+    "gqn_plain_keys": ("gqn", "gqn_lstm"),
     "wm_updates": ("gqn_online",),
     "pixel_size": BASELINES,
 }
@@ -184,6 +190,8 @@ LATER_DEFAULTS = {
     "gqn_normalize": True,
     "select_sharpness": 1.0,
     "gqn_goal_landmark": False,
+    "gqn_oracle_goal": None,
+    "gqn_plain_keys": [],
 }
 
 
@@ -397,6 +405,18 @@ def main() -> None:
         "--gqn-goal-landmark",
         action="store_true",
         help="replace the landmarks key by the row that marks the agent's successes (agents.goal_landmark)",
+    )
+    parser.add_argument(
+        "--gqn-oracle-goal",
+        choices=GOAL_MODES,
+        default=None,
+        help="a diagnostic: add the goal's privileged position to the gqn observation (agents.oracle.PrivilegedGoal)",
+    )
+    parser.add_argument(
+        "--gqn-plain-keys",
+        nargs="*",
+        default=[],
+        help="observation keys read without VecNormalize and LayerNorm (inputs already on a fixed scale)",
     )
     parser.add_argument("--wm-updates", type=int, default=8, help="world-model steps per rollout (gqn_online)")
     parser.add_argument("--threshold", type=float, default=0.5)

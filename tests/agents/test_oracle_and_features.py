@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from agents.features import GQNMazeExtractor
-from agents.oracle import GOAL_MODES, RAY_ANGLES, StateOracle
+from agents.oracle import GOAL_MODES, RAY_ANGLES, PrivilegedGoal, StateOracle
 from agents.rl import PPO_SETTINGS, make_agent, make_vec_env
 from gqn_env.envs import privileged
 
@@ -85,6 +85,27 @@ def _space(map_shape=(8, 2, 2), vector=5):
     )
 
 
+def test_privileged_goal_adds_the_oracles_goal_fields_to_a_dict_observation():
+    oracle = StateOracle(gym.make("GQNMazeScene-v0", **TINY_SCENE), goal="remembered")
+    added = PrivilegedGoal(gym.make("GQNMazeScene-v0", **TINY_SCENE), goal="remembered")
+    try:
+        reference, _ = oracle.reset(seed=3)
+        obs, _ = added.reset(seed=3)
+        assert set(obs) == {*added.env.observation_space.spaces, "oracle_goal"}
+        for action in [2, 2, 0, 0, 0, 2, 1, 2, 2, 0]:
+            assert added.observation_space.contains(obs)
+            np.testing.assert_array_equal(obs["oracle_goal"], reference[[7, 8, 9, 10, 11, -1]])
+            reference, *_ = oracle.step(action)
+            obs, *_ = added.step(action)
+    finally:
+        oracle.close()
+        added.close()
+    with pytest.raises(ValueError, match="goal"):
+        PrivilegedGoal(gym.make("GQNMazeScene-v0", **TINY_SCENE), goal="sometimes")
+    with pytest.raises(ValueError, match="oracle_goal"):
+        make_vec_env("pixels", "GQNMazeScene-v0", 1, seed=0, env_kwargs=TINY_SCENE, oracle_goal="always")
+
+
 def test_extractor_gives_each_key_its_network_and_keeps_where_in_the_map():
     torch.manual_seed(0)
     extractor = GQNMazeExtractor(_space(), vector_features=16, map_channels=4)
@@ -97,6 +118,18 @@ def test_extractor_gives_each_key_its_network_and_keeps_where_in_the_map():
     assert not torch.allclose(out[0, :16], out[1, :16])  # pooling would have made these equal
     out.sum().backward()
     assert all(p.grad is not None for p in extractor.parameters())
+
+
+def test_extractor_reads_plain_keys_without_layer_norm():
+    space = gym.spaces.Dict({"a": gym.spaces.Box(-1, 1, (3,)), "b": gym.spaces.Box(-1, 1, (3,))})
+    extractor = GQNMazeExtractor(space, vector_features=4, plain_keys=("b",))
+    assert isinstance(extractor.nets["a"][0], torch.nn.LayerNorm)
+    assert isinstance(extractor.nets["b"][0], torch.nn.Identity)
+    # LayerNorm makes "a" blind to a common offset and scale of its fields; "b" sees it.
+    x, y = torch.tensor([[0.1, 0.2, 0.4]]), torch.tensor([[0.3, 0.5, 0.9]])  # y = 2x + 0.1
+    with torch.no_grad():
+        assert torch.allclose(extractor.nets["a"](x), extractor.nets["a"](y), atol=1e-3)  # up to LayerNorm's eps
+        assert not torch.allclose(extractor.nets["b"](x), extractor.nets["b"](y))
 
 
 def test_extractor_refuses_spaces_it_cannot_read():
@@ -198,6 +231,9 @@ def test_gqn_features_are_standardised_and_their_statistics_saved_with_the_agent
     rms = venv.obs_rms["representation"]
     expected = np.clip((obs["representation"] - rms.mean) / np.sqrt(rms.var + venv.epsilon), -10, 10)
     np.testing.assert_allclose(venv.normalize_obs(obs)["representation"], expected, rtol=1e-5, atol=1e-6)
+    plain = make_vec_env("gqn", "GQNMazeScene-v0", 1, 0, model, kwargs, plain_keys=("viewpoint",))
+    assert plain.norm_obs_keys == ["patches", "representation"]
+    plain.close()
     save_agent(agent, tmp_path / "a", model, obs_type="gqn", env_kwargs=kwargs)
     assert agent_info(tmp_path / "a")["obs_type"] == "gqn"
     fresh = restore_normalization(make_vec_env("gqn", "GQNMazeScene-v0", 1, 5, model, kwargs), tmp_path / "a")
