@@ -99,10 +99,10 @@ def run(variant: str, seed: int, args: argparse.Namespace) -> dict:
         venv = make_vec_env(variant, args.env_id, args.num_envs, seed, None, scene)
     else:
         venv = make_vec_env(variant, args.env_id, args.num_envs, seed, None, {**scene, "image_size": args.pixel_size})
-    extra = {}
-    if variant in ("gqn", "gqn_online", "gqn_lstm"):
-        extractor = {"select_sharpness": args.select_sharpness, "plain_keys": tuple(args.gqn_plain_keys)}
-        extra["policy_kwargs"] = {"features_extractor_kwargs": extractor}
+    extra = {"policy_kwargs": gqn_policy_kwargs(args)} if variant in ("gqn", "gqn_online", "gqn_lstm") else {}
+    if variant == "gqn_lstm":  # RecurrentPPO's policy has its own head layout
+        for key in ("share_features_extractor", "net_arch"):
+            extra["policy_kwargs"].pop(key, None)
     agent = make_agent(variant, venv, args.ppo, seed=seed, lstm=args.lstm, device=args.device, **extra)
     start = time.perf_counter()
     agent.learn(args.steps, callback=CallbackList(callbacks))
@@ -132,6 +132,19 @@ def run(variant: str, seed: int, args: argparse.Namespace) -> dict:
         "episode_successes": [int(x) for x in record.successes],
         **extras,
     }
+
+
+def gqn_policy_kwargs(args: argparse.Namespace) -> dict:
+    """SB3 ``policy_kwargs`` of a GQN agent: its extractor's options and the policy's head layout."""
+    extractor = {
+        "select_sharpness": args.select_sharpness,
+        "plain_keys": tuple(args.gqn_plain_keys),
+        "map_channels": args.gqn_map_channels,
+    }
+    kwargs = {"features_extractor_kwargs": extractor, "share_features_extractor": args.gqn_share_extractor}
+    if args.gqn_net_arch is not None:
+        kwargs["net_arch"] = list(args.gqn_net_arch)
+    return kwargs
 
 
 def seconds_at(timesteps: list[int], seconds: list[float], step: float) -> float:
@@ -171,6 +184,9 @@ VARIANT_SETTINGS = {
     "gqn_goal_landmark": ("gqn", "gqn_lstm"),
     "gqn_oracle_goal": ("gqn", "gqn_lstm"),
     "gqn_plain_keys": ("gqn", "gqn_lstm"),
+    "gqn_map_channels": ("gqn", "gqn_online", "gqn_lstm"),
+    "gqn_share_extractor": ("gqn", "gqn_online"),
+    "gqn_net_arch": ("gqn", "gqn_online"),
     "wm_updates": ("gqn_online",),
     "pixel_size": BASELINES,
 }
@@ -192,6 +208,9 @@ LATER_DEFAULTS = {
     "gqn_goal_landmark": False,
     "gqn_oracle_goal": None,
     "gqn_plain_keys": [],
+    "gqn_map_channels": 32,
+    "gqn_share_extractor": True,
+    "gqn_net_arch": None,
 }
 
 
@@ -417,6 +436,25 @@ def main() -> None:
         nargs="*",
         default=[],
         help="observation keys read without VecNormalize and LayerNorm (inputs already on a fixed scale)",
+    )
+    parser.add_argument(
+        "--gqn-map-channels",
+        type=int,
+        default=32,
+        help="channels of the extractor's convolutions over the patches map (agents.features.GQNMazeExtractor)",
+    )
+    parser.add_argument(
+        "--gqn-share-extractor",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="gqn, gqn_online: one features extractor for policy and value (SB3's default), or one each",
+    )
+    parser.add_argument(
+        "--gqn-net-arch",
+        type=int,
+        nargs="+",
+        default=None,
+        help="gqn, gqn_online: hidden layers of the policy and value heads (default: SB3's 64 64)",
     )
     parser.add_argument("--wm-updates", type=int, default=8, help="world-model steps per rollout (gqn_online)")
     parser.add_argument("--threshold", type=float, default=0.5)

@@ -189,3 +189,32 @@ def test_runs_saved_before_gqn_normalize_existed_were_normalised():
     assert bench.same_run({"steps": 100}, {"steps": 100, "gqn_normalize": True}, "gqn_lstm")
     assert not bench.same_run({"steps": 100}, {"steps": 100, "gqn_normalize": False}, "gqn")
     assert bench.same_run({"steps": 100}, {"steps": 100, "gqn_normalize": False}, "pixels")
+
+
+def test_gqn_head_options_reach_the_policy_and_tell_runs_apart():
+    import torch
+
+    from agents.rl import make_agent, make_vec_env
+    from world_model import GQN, GQNConfig
+
+    torch.manual_seed(0)
+    scene = {"num_rows": 2, "num_cols": 2, "max_episode_steps": 20, "map_size": 32, "image_size": 16}
+    venv = make_vec_env(
+        "gqn", "GQNMazeScene-v0", 1, 0, GQN(GQNConfig.tiny()), {**scene, "obs_keys": ("patches", "viewpoint")}
+    )
+    args = argparse.Namespace(
+        select_sharpness=1.0, gqn_plain_keys=[], gqn_map_channels=4, gqn_share_extractor=False, gqn_net_arch=[32, 16]
+    )
+    policy = make_agent(
+        "gqn", venv, {"n_steps": 32, "batch_size": 32}, policy_kwargs=bench.gqn_policy_kwargs(args)
+    ).policy
+    venv.close()
+    assert policy.pi_features_extractor is not policy.vf_features_extractor
+    assert policy.pi_features_extractor.nets["patches"][0].out_channels == 4
+    widths = [m.out_features for m in policy.mlp_extractor.policy_net if isinstance(m, torch.nn.Linear)]
+    assert widths == [32, 16]
+    # Runs saved before these options existed used SB3's shared extractor and 64x64 heads.
+    assert bench.same_run({"steps": 100}, {"steps": 100, "gqn_share_extractor": True, "gqn_net_arch": None}, "gqn")
+    assert not bench.same_run({"steps": 100}, {"steps": 100, "gqn_share_extractor": False}, "gqn")
+    assert not bench.same_run({"steps": 100}, {"steps": 100, "gqn_net_arch": [256, 256]}, "gqn")
+    assert bench.same_run({"steps": 100}, {"steps": 100, "gqn_net_arch": [256, 256]}, "pixels")
