@@ -8,7 +8,9 @@ key's space (as SB3's ``CombinedExtractor`` keeps a ``ModuleDict``):
 
 * a spatial map ``(C, h, w)`` (the ``patches`` key: the current frame's
   per-patch features): a 1x1 then a 3x3 convolution, flattened, so the policy
-  keeps *where* in the image a feature is;
+  keeps *where* in the image a feature is; with ``map_norm="layer"``, a LayerNorm
+  over the whole map first (each frame's map put on unit scale, for a map that
+  is not standardised by running statistics);
 * a table of records ``(n, f)`` (the ``landmarks`` key: one row of ``f`` fields
   per feature channel): :class:`RecordSelect`, which learns *which* few rows to
   read, so that a policy can follow the one channel that remembers the goal
@@ -28,6 +30,9 @@ import torch
 from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, NatureCNN
 from torch import nn
+
+#: How :class:`GQNMazeExtractor` scales a spatial map before its convolutions.
+MAP_NORMS = ("none", "layer")
 
 
 class RecordSelect(nn.Module):
@@ -72,6 +77,8 @@ class GQNMazeExtractor(BaseFeaturesExtractor):
         select_sharpness: :class:`RecordSelect`'s ``sharpness`` for a table of records.
         plain_keys: Vector keys read by the linear layer alone, without LayerNorm (for
             inputs already on a fixed scale, such as the oracle's goal fields).
+        map_norm: ``"none"``: a spatial map goes into its convolutions as it is;
+            ``"layer"``: through a LayerNorm over ``(C, h, w)`` first.
     """
 
     def __init__(
@@ -81,7 +88,10 @@ class GQNMazeExtractor(BaseFeaturesExtractor):
         map_channels: int = 32,
         select_sharpness: float = 1.0,
         plain_keys: tuple[str, ...] = (),
+        map_norm: str = "none",
     ) -> None:
+        if map_norm not in MAP_NORMS:
+            raise ValueError(f"map_norm must be one of {MAP_NORMS}, got {map_norm!r}")
         if not isinstance(observation_space, gym.spaces.Dict):
             raise ValueError(f"GQNMazeExtractor needs a Dict observation space, got {observation_space}")
         nets: dict[str, nn.Module] = {}
@@ -94,13 +104,16 @@ class GQNMazeExtractor(BaseFeaturesExtractor):
                 total += 256
             elif len(space.shape) == 3:  # (C, h, w) feature map
                 c, h, w = space.shape
-                nets[key] = nn.Sequential(
+                convs = [
                     nn.Conv2d(c, map_channels, 1),
                     nn.ReLU(),
                     nn.Conv2d(map_channels, map_channels, 3, padding=1),
                     nn.ReLU(),
                     nn.Flatten(),
-                )
+                ]
+                # eps far below a frame's variance (the bundled model's maps: about 1e-4)
+                norm = [nn.LayerNorm([c, h, w], eps=1e-8)] if map_norm == "layer" else []
+                nets[key] = nn.Sequential(*norm, *convs)
                 total += map_channels * h * w
             elif len(space.shape) == 2:  # (n, f) records
                 nets[key] = RecordSelect(*space.shape, sharpness=select_sharpness)

@@ -49,6 +49,7 @@ import torch
 from stable_baselines3.common.callbacks import CallbackList
 
 import gqn_env  # noqa: F401
+from agents.features import MAP_NORMS
 from agents.goal_landmark import GoalLandmark
 from agents.oracle import GOAL_MODES
 from agents.rl import (
@@ -140,6 +141,7 @@ def gqn_policy_kwargs(args: argparse.Namespace) -> dict:
         "select_sharpness": args.select_sharpness,
         "plain_keys": tuple(args.gqn_plain_keys),
         "map_channels": args.gqn_map_channels,
+        "map_norm": args.gqn_map_norm,
     }
     kwargs = {"features_extractor_kwargs": extractor, "share_features_extractor": args.gqn_share_extractor}
     if args.gqn_net_arch is not None:
@@ -185,6 +187,7 @@ VARIANT_SETTINGS = {
     "gqn_oracle_goal": ("gqn", "gqn_lstm"),
     "gqn_plain_keys": ("gqn", "gqn_lstm"),
     "gqn_map_channels": ("gqn", "gqn_online", "gqn_lstm"),
+    "gqn_map_norm": ("gqn", "gqn_online", "gqn_lstm"),
     "gqn_share_extractor": ("gqn", "gqn_online"),
     "gqn_net_arch": ("gqn", "gqn_online"),
     "wm_updates": ("gqn_online",),
@@ -209,6 +212,7 @@ LATER_DEFAULTS = {
     "gqn_oracle_goal": None,
     "gqn_plain_keys": [],
     "gqn_map_channels": 32,
+    "gqn_map_norm": "none",
     "gqn_share_extractor": True,
     "gqn_net_arch": None,
 }
@@ -442,6 +446,13 @@ def main() -> None:
         type=int,
         default=32,
         help="channels of the extractor's convolutions over the patches map (agents.features.GQNMazeExtractor)",
+    )
+    parser.add_argument(
+        "--gqn-map-norm",
+        choices=MAP_NORMS,
+        default="none",
+        help="how the extractor scales the patches map before its convolutions; 'layer' goes with "
+        "--gqn-plain-keys patches, which keeps the map out of VecNormalize",
     )
     parser.add_argument(
         "--gqn-share-extractor",

@@ -132,6 +132,24 @@ def test_extractor_reads_plain_keys_without_layer_norm():
         assert not torch.allclose(extractor.nets["b"](x), extractor.nets["b"](y))
 
 
+def test_extractor_map_layer_norm_reads_a_map_at_any_scale():
+    """With ``map_norm="layer"`` a map and the same map scaled 100x give the same features;
+    without it the tiny map gives features close to the empty map's."""
+    torch.manual_seed(0)
+    space = gym.spaces.Dict({"patches": gym.spaces.Box(0, np.inf, (8, 2, 2), np.float32)})
+    plain, normed = GQNMazeExtractor(space, map_channels=4), GQNMazeExtractor(space, map_channels=4, map_norm="layer")
+    assert isinstance(normed.nets["patches"][0], torch.nn.LayerNorm)
+    assert isinstance(plain.nets["patches"][0], torch.nn.Conv2d)  # saved agents keep their layer names
+    tiny = torch.zeros(1, 8, 2, 2)
+    tiny[0, 3, 1, 0] = 0.01
+    with torch.no_grad():
+        assert torch.allclose(normed({"patches": tiny}), normed({"patches": 100 * tiny}), atol=1e-4)
+        gap = (plain({"patches": tiny}) - plain({"patches": torch.zeros_like(tiny)})).abs().max()
+        assert gap < 0.01 < (normed({"patches": tiny}) - normed({"patches": torch.zeros_like(tiny)})).abs().max()
+    with pytest.raises(ValueError, match="map_norm"):
+        GQNMazeExtractor(space, map_norm="batch")
+
+
 def test_extractor_refuses_spaces_it_cannot_read():
     with pytest.raises(ValueError, match="Dict"):
         GQNMazeExtractor(gym.spaces.Box(0, 1, (3,)))

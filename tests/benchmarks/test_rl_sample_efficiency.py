@@ -203,18 +203,26 @@ def test_gqn_head_options_reach_the_policy_and_tell_runs_apart():
         "gqn", "GQNMazeScene-v0", 1, 0, GQN(GQNConfig.tiny()), {**scene, "obs_keys": ("patches", "viewpoint")}
     )
     args = argparse.Namespace(
-        select_sharpness=1.0, gqn_plain_keys=[], gqn_map_channels=4, gqn_share_extractor=False, gqn_net_arch=[32, 16]
+        select_sharpness=1.0,
+        gqn_plain_keys=["patches"],
+        gqn_map_channels=4,
+        gqn_map_norm="layer",
+        gqn_share_extractor=False,
+        gqn_net_arch=[32, 16],
     )
     policy = make_agent(
         "gqn", venv, {"n_steps": 32, "batch_size": 32}, policy_kwargs=bench.gqn_policy_kwargs(args)
     ).policy
     venv.close()
     assert policy.pi_features_extractor is not policy.vf_features_extractor
-    assert policy.pi_features_extractor.nets["patches"][0].out_channels == 4
+    assert isinstance(policy.pi_features_extractor.nets["patches"][0], torch.nn.LayerNorm)
+    assert policy.pi_features_extractor.nets["patches"][1].out_channels == 4
     widths = [m.out_features for m in policy.mlp_extractor.policy_net if isinstance(m, torch.nn.Linear)]
     assert widths == [32, 16]
     # Runs saved before these options existed used SB3's shared extractor and 64x64 heads.
     assert bench.same_run({"steps": 100}, {"steps": 100, "gqn_share_extractor": True, "gqn_net_arch": None}, "gqn")
     assert not bench.same_run({"steps": 100}, {"steps": 100, "gqn_share_extractor": False}, "gqn")
     assert not bench.same_run({"steps": 100}, {"steps": 100, "gqn_net_arch": [256, 256]}, "gqn")
+    assert bench.same_run({"steps": 100}, {"steps": 100, "gqn_map_norm": "none"}, "gqn")
+    assert not bench.same_run({"steps": 100}, {"steps": 100, "gqn_map_norm": "layer"}, "gqn")
     assert bench.same_run({"steps": 100}, {"steps": 100, "gqn_net_arch": [256, 256]}, "pixels")
