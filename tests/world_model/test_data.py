@@ -439,7 +439,6 @@ def test_store_writer_streams_in_chunks_and_flushes_on_exit(tmp_path):
 
 
 def test_ctrl_c_during_a_flush_neither_tears_nor_repeats_a_record(tmp_path, monkeypatch):
-    import os
     import signal
 
     path = tmp_path / "w.gqnstore"
@@ -449,7 +448,10 @@ def test_ctrl_c_during_a_flush_neither_tears_nor_repeats_a_record(tmp_path, monk
 
     def append_then_interrupt(*args):
         append(*args)
-        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C just after the record hit the disk
+        # Ctrl-C just after the record hit the disk. raise_signal sends it to this thread;
+        # os.kill would send it to the process, where under load another thread (xdist's
+        # I/O thread) may take it after the flush has ended.
+        signal.raise_signal(signal.SIGINT)
 
     monkeypatch.setattr(writer.store, "append", append_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
