@@ -21,7 +21,8 @@ observation and the ground truth the agent never observes
 Candidates: the bundled model's ``representation`` (mean over the episode),
 ``view_encoding`` (the current frame's vector), ``patches`` (the current frame's
 per-patch map), ``landmarks`` (each feature channel's peak of the episode and
-where it was seen from) and combinations with the ``viewpoint``; references: the 4
+where it was seen from), ``map`` (the episode's mean of the map head's channels,
+for a model that has one) and combinations with the ``viewpoint``; references: the 4
 stacked 64x64 frames the pixel agent sees, reduced to the representation's
 width by a fixed random projection and by PCA (fit on the training scenes),
 and the representation of another scene at the same step (``shuffled``).
@@ -46,6 +47,7 @@ import gqn_env  # noqa: F401
 from agents.world_model_training import EVAL_SEED_BASE
 from benchmarks._common import add_output_options, format_table, write_json
 from gqn_env.envs import privileged
+from gqn_env.envs.gqn_maze import load_world_model
 from world_model.probes import fit_probe
 
 #: Probe scenes: far from the evaluation scenes (EVAL_SEED_BASE + i) and from every training seed.
@@ -74,6 +76,7 @@ def walk(env: gym.Env, seed: int, steps: int, rng: np.random.Generator) -> list[
                 "view_encoding": obs["view_encoding"],
                 "patches": obs["patches"].reshape(-1),
                 "landmarks": obs["landmarks"].reshape(-1),
+                "map": obs.get("map"),  # a model with a map head only
                 "viewpoint": obs["viewpoint"],
                 "pixels": np.concatenate(stack, axis=-1),  # (64, 64, 12) uint8, as VecFrameStack gives
                 "goal_visible": visible,
@@ -102,13 +105,10 @@ def walk(env: gym.Env, seed: int, steps: int, rng: np.random.Generator) -> list[
 
 
 def collect(args: argparse.Namespace) -> list[list[dict]]:
-    env = gym.make(
-        "GQNMaze-S2-v0",
-        checkpoint=args.checkpoint,
-        image_size=64,
-        obs_keys=("representation", "view_encoding", "patches", "landmarks", "viewpoint", "image"),
-        max_episode_steps=args.episode_steps,
-    )
+    keys = ("representation", "view_encoding", "patches", "landmarks", "viewpoint", "image")
+    model = load_world_model(args.checkpoint)
+    keys += ("map",) if model.config.map_channels else ()
+    env = gym.make("GQNMaze-S2-v0", model=model, image_size=64, obs_keys=keys, max_episode_steps=args.episode_steps)
     rng = np.random.default_rng(args.seed)
     episodes = [walk(env, PROBE_SEED_BASE + i, args.episode_steps, rng) for i in range(args.scenes)]
     env.close()
@@ -150,7 +150,7 @@ def features(episodes: list[list[dict]], train_scenes: int, width: int, seed: in
         "landmarks": landmarks,
         "patches+view_encoding+viewpoint": join(patches, encoding, vp),
         "patches+view_encoding+landmarks+viewpoint": join(patches, encoding, landmarks, vp),
-    }
+    } | ({"map": (m := stacked("map")), "map+viewpoint": join(m, vp)} if episodes[0][0]["map"] is not None else {})
 
 
 def targets(episodes: list[list[dict]]) -> dict[str, tuple[list[np.ndarray], list[np.ndarray]]]:

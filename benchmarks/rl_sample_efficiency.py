@@ -221,15 +221,17 @@ LATER_DEFAULTS = {
 def model_digest(checkpoint: str | None) -> str:
     """What a GQN agent observes of a world model (default: the bundled one), as 12 hex digits.
 
-    The SHA-256 of the representation network's tensors, names and bytes: the
+    The SHA-256 of the representation network's tensors, names and bytes, but for
+    its map head (``ModelConfig.map_channels``), which only the generator reads: the
     ``gqn`` observations (``patches``, ``view_encoding``, ``representation``,
-    ``landmarks``) come from that network alone. A model whose generator was
-    trained further with the representation frozen (``freeze_representation``)
-    gives the same observations, so its runs are the same runs.
+    ``landmarks``) come from the rest of that network alone. A model whose generator
+    and map head were trained further with the representation frozen
+    (``freeze_representation``) gives the same observations, so its runs are the same runs.
     """
     data = load_checkpoint(checkpoint or bundled_checkpoint())
     digest = hashlib.sha256()
-    for name in sorted(k for k in data["model"] if k.startswith("representation.")):
+    observed = (k for k in data["model"] if k.startswith("representation.") and ".map_head." not in k)
+    for name in sorted(observed):
         digest.update(name.encode())
         digest.update(data["model"][name].cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:12]

@@ -9,6 +9,7 @@ Subcommands::
     gqn-gym demo      the README's demo: the bundled model, a rollout, a video
     gqn-gym tour      render frames and the top-down map of a scene to PNG files
     gqn-gym export    strip a checkpoint to weights + config (what gqn_env/assets ships)
+    gqn-gym add-map   give a trained model a map head for the generator (agents' inputs unchanged)
 
 Run ``gqn-gym <command> --help`` for the options of each.
 """
@@ -162,6 +163,16 @@ def _export(args: argparse.Namespace) -> None:
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
 
 
+def _add_map(args: argparse.Namespace) -> None:
+    from world_model.checkpoint import CheckpointError, add_map_head
+
+    try:
+        path = add_map_head(args.checkpoint, args.out, args.channels, seed=args.seed)
+    except (FileNotFoundError, CheckpointError, ValueError) as e:  # the user's file or option: one line
+        sys.exit(f"gqn-gym add-map: {e}")
+    print(f"wrote {path}: a map head of {args.channels} channels, renders as {args.checkpoint} until trained")
+
+
 def _imagine(args: argparse.Namespace) -> None:
     import gymnasium as gym
     import numpy as np
@@ -302,6 +313,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("checkpoint")
     p.add_argument("out")
     p.set_defaults(func=_export)
+
+    p = sub.add_parser(
+        "add-map",
+        help="add a map head to a trained model (train it with --set freeze_representation=true top_down_fraction=...)",
+    )
+    p.add_argument("checkpoint")
+    p.add_argument("out")
+    p.add_argument("--channels", type=int, default=64, help="channels of the map head (ModelConfig.map_channels)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the map head's initial weights")
+    p.set_defaults(func=_add_map)
 
     minimums = {}  # per command: option -> least value, checked after parsing
     for name, help_text in (

@@ -62,13 +62,15 @@ _FLAT_DEFAULTS: dict[str, Any] = {
 
 #: Training fields added after checkpoints were written: a config without one takes this value.
 LATER_TRAIN_DEFAULTS: dict[str, Any] = {"top_down_fraction": 0.0, "freeze_representation": False}
+#: Architecture fields added since the current layout: a config without one takes this value.
+LATER_MODEL_DEFAULTS: dict[str, Any] = {"map_channels": 0}
 
 
 def migrate_config(data: Mapping[str, Any]) -> dict[str, Any]:
     """A checkpoint's config in the current layout, ``{"model": {...}, "train": {...}}``.
 
-    A dict already in that layout is returned as it is, but for training fields added
-    since (:data:`LATER_TRAIN_DEFAULTS`), which take their defaults. An older one, one flat dict of
+    A dict already in that layout is returned as it is, but for fields added since
+    (:data:`LATER_MODEL_DEFAULTS`, :data:`LATER_TRAIN_DEFAULTS`), which take their defaults. An older one, one flat dict of
     every field (``GQNConfig`` before the split into architecture and training), is
     mapped field by field: the training fields go to ``train``, and of the architecture
 
@@ -83,7 +85,8 @@ def migrate_config(data: Mapping[str, Any]) -> dict[str, Any]:
         ValueError: If the dict is neither layout, or holds a variant that no longer exists.
     """
     if set(data) <= {"model", "train"}:
-        return {"model": dict(data.get("model", {})), "train": {**LATER_TRAIN_DEFAULTS, **data.get("train", {})}}
+        model = {**LATER_MODEL_DEFAULTS, **data.get("model", {})}
+        return {"model": model, "train": {**LATER_TRAIN_DEFAULTS, **data.get("train", {})}}
     unknown = sorted(set(data) - set(_FLAT_DEFAULTS) - set(TRAIN_FIELDS))
     if unknown:
         raise ValueError(f"Unknown config keys {unknown}")
@@ -98,6 +101,7 @@ def migrate_config(data: Mapping[str, Any]) -> dict[str, Any]:
             f"a {old['representation']!r} model with the {old['tower_layout']!r} tower layout, which was removed "
             "(only the paper's tower remains)"
         )
+    model = {**LATER_MODEL_DEFAULTS, **model}
     model = {k: model[k] for k in MODEL_FIELDS if k in model}  # in field order
     return {"model": model, "train": {**LATER_TRAIN_DEFAULTS, **{k: data[k] for k in TRAIN_FIELDS if k in data}}}
 
@@ -326,3 +330,52 @@ def export_for_inference(src: str | os.PathLike[str], dst: str | os.PathLike[str
     keep = {k: data[k] for k in ("config", "model", "step", "extra") if k in data}
     keep["exported_from_step"] = int(data.get("step", 0))
     return save_checkpoint(dst, keep)
+
+
+def add_map_head(src: str | os.PathLike[str], dst: str | os.PathLike[str], channels: int, seed: int = 0) -> Path:
+    """Give a trained ``patch`` model a map head of ``channels`` (``ModelConfig.map_channels``); write it to ``dst``.
+
+    The new model is the old one plus the map head (initialised from ``seed``) and
+    its ``channels`` new inputs to the generator's and the inference network's cores,
+    whose weights start at zero: it renders exactly as the old model until trained
+    (``freeze_representation=true`` then trains the map head and the generator, and
+    leaves what agents observe as it was). Like :func:`export_for_inference`, the
+    optimizer and RNG state are not kept: training restarts Adam from these weights.
+
+    Raises:
+        CheckpointError: If the checkpoint is unreadable or its model already has a map head.
+        ValueError: If ``channels`` < 1 or the model's representation network is not ``patch``.
+    """
+    from world_model.model import GQN
+
+    if not isinstance(channels, int) or isinstance(channels, bool) or channels < 1:
+        raise ValueError(f"channels must be a positive integer, got {channels!r}")
+    data = load_checkpoint(src)
+    old_config = GQNConfig.from_dict(data["config"])
+    if old_config.map_channels:
+        raise CheckpointError(f"{src} already has a map head ({old_config.map_channels} channels)")
+    old = GQN(old_config)
+    load_weights(old, data, strict_config=False)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        new = GQN(old_config.replace(map_channels=channels))  # validates: patch networks only
+    weights = new.state_dict()
+    old_weights = old.state_dict()
+    # Every core takes r among its inputs; copy each input group into its place in the wider layout.
+    for gen in ("generator", "inference"):
+        old_layout = getattr(old.generator, f"{gen}_inputs")
+        new_layout = getattr(new.generator, f"{gen}_inputs")
+        for i, core in enumerate(getattr(new.generator, f"{gen}_cores")):
+            name = f"generator.{gen}_cores.{i}.conv.weight"
+            before = old_weights[name]  # (4H, in + H, k, k)
+            after = torch.zeros_like(weights[name])
+            for group, where in old_layout.slices.items():
+                start = new_layout.slices[group].start
+                after[:, start : start + where.stop - where.start] = before[:, where]
+            after[:, core.in_channels :] = before[:, old_layout.channels :]  # the core's own hidden state
+            weights[name] = after
+    for name, tensor in old_weights.items():  # every other tensor keeps its shape and values
+        if tuple(weights[name].shape) == tuple(tensor.shape):
+            weights[name] = tensor.clone()
+    keep = {k: data[k] for k in ("step", "extra") if k in data}
+    return save_checkpoint(dst, {**keep, "config": new.config.to_dict(), "model": weights})

@@ -50,7 +50,13 @@ class ModelConfig:
     r_channels map at hidden resolution; ``patch``: a vector from linear layers over image patches
     (cheap per frame, see representation.py)."""
     r_channels: int = 64
-    """Channels of the scene representation r (also the tower's wide layers)."""
+    """Channels of the scene representation r that agents observe (also the tower's wide layers)."""
+    map_channels: int = 0
+    """Channels added to r by a second head of the ``patch`` network, the map head, read by the
+    generator only: r is ``r_channels + map_channels`` wide, and agents observe its first
+    ``r_channels``. With ``freeze_representation`` the map head still trains, so a trained model
+    can learn a map (top-down queries) while what agents observe stays as it was
+    (:func:`world_model.checkpoint.add_map_head`). 0: no map head."""
     patch_channels: int = 64
     """Width of the ``patch`` representation network's linear layers."""
     tower_channels: int = 128
@@ -85,8 +91,14 @@ class ModelConfig:
             raise ValueError(
                 f"ModelConfig.representation must be one of {REPRESENTATIONS}, got {self.representation!r}"
             )
-        if not isinstance(self.view_channels, int) or isinstance(self.view_channels, bool) or self.view_channels < 0:
-            raise ValueError(f"ModelConfig.view_channels must be an integer >= 0, got {self.view_channels!r}")
+        for name in ("view_channels", "map_channels"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"ModelConfig.{name} must be an integer >= 0, got {value!r}")
+        if self.map_channels and self.representation != "patch":
+            raise ValueError(
+                f"ModelConfig.map_channels needs the 'patch' representation network, got {self.representation!r}"
+            )
         if self.core_kernel_size % 2 == 0:
             raise ValueError(f"ModelConfig.core_kernel_size must be odd, got {self.core_kernel_size}")
         if self.downsample & (self.downsample - 1):
@@ -110,9 +122,9 @@ class ModelConfig:
 
     @property
     def representation_shape(self) -> tuple[int, int, int]:
-        """Shape ``(C, h, w)`` of the scene representation r."""
+        """Shape ``(C, h, w)`` of the scene representation r (C counts the map head's channels)."""
         if self.representation in ("pool", "patch"):
-            return (self.r_channels, 1, 1)
+            return (self.r_channels + self.map_channels, 1, 1)
         return (self.r_channels, self.hidden_size, self.hidden_size)
 
     @property
@@ -159,8 +171,9 @@ class TrainConfig:
     """Share of queries that are the scene's top-down view, where the scene has one (the
     collectors add it when this is > 0); context stays first-person."""
     freeze_representation: bool = False
-    """Train the generator only; the representation network keeps its weights. What an
-    agent observes through the model (r, ``view_encoding``, ``patches``) then stays
+    """Train the generator (and the map head, if the model has one: ``map_channels``) only;
+    the rest of the representation network keeps its weights. What an agent observes
+    through the model (r's first ``r_channels``, ``view_encoding``, ``patches``) then stays
     exactly as it was: for teaching a trained model new queries (top-down views)
     without changing the inputs of the agents trained on it."""
 

@@ -222,7 +222,7 @@ class ConvDRAW(nn.Module):
         hid, z, r, d, k = (
             config.hidden_channels,
             config.z_channels,
-            config.r_channels,
+            config.representation_shape[0],  # r's channels, the map head's included
             config.viewpoint_dim,
             config.core_kernel_size,
         )

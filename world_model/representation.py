@@ -116,9 +116,15 @@ def patchify(images: torch.Tensor, patch: int) -> torch.Tensor:
 class PatchRepresentation(nn.Module):
     """Patch embedding, a 2x2 patch merge and a dense head: one vector per view.
 
+    With ``config.map_channels`` = M > 0 a second dense head of the same shape, the
+    *map head*, reads the same patch map and viewpoint and adds M channels after the
+    first head's ``r_channels``. Only the generator reads them; agents observe the
+    first head (and the patch map), so a map head can be trained for top-down queries
+    while everything agents observe stays fixed (``TrainConfig.freeze_representation``).
+
     Args:
-        config: Uses ``patch_channels`` (width), ``r_channels``, ``viewpoint_dim``,
-            ``downsample`` (patch side) and ``image_size``.
+        config: Uses ``patch_channels`` (width), ``r_channels``, ``map_channels``,
+            ``viewpoint_dim``, ``downsample`` (patch side) and ``image_size``.
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -128,8 +134,14 @@ class PatchRepresentation(nn.Module):
         self.grid = config.image_size // p // 2  # side of the map after the merge
         self.embed = nn.Linear(3 * p * p, c)
         self.merge = nn.Linear(4 * c, c)
-        self.mix = nn.Linear(self.grid * self.grid * c + config.viewpoint_dim, c)
+        head_in = self.grid * self.grid * c + config.viewpoint_dim
+        self.mix = nn.Linear(head_in, c)
         self.out = nn.Linear(c, config.r_channels)
+        self.map_head = (
+            nn.Sequential(nn.Linear(head_in, c), nn.ReLU(), nn.Linear(c, config.map_channels))
+            if config.map_channels
+            else None
+        )
 
     def patch_map(self, images: torch.Tensor) -> torch.Tensor:
         """The image's per-patch features before the dense head: ``(N, 3, S, S)`` -> ``(N, g, g, c)``.
@@ -145,9 +157,15 @@ class PatchRepresentation(nn.Module):
         return F.relu(self.merge(x))  # (N, g, g, c)
 
     def head(self, patches: torch.Tensor, viewpoints: torch.Tensor) -> torch.Tensor:
-        """One view's representation from its :meth:`patch_map` ``(N, g, g, c)`` and viewpoints: ``(N, r, 1, 1)``."""
-        x = F.relu(self.mix(torch.cat([patches.reshape(len(patches), -1), viewpoints], dim=1)))  # (N, c)
-        return self.out(x)[:, :, None, None]  # (N, r, 1, 1)
+        """One view's representation from its :meth:`patch_map` ``(N, g, g, c)`` and viewpoints: ``(N, R, 1, 1)``.
+
+        R is ``r_channels``, plus ``map_channels`` from the map head after them when there is one.
+        """
+        x = torch.cat([patches.reshape(len(patches), -1), viewpoints], dim=1)  # (N, g*g*c + D)
+        r = self.out(F.relu(self.mix(x)))  # (N, r)
+        if self.map_head is not None:
+            r = torch.cat([r, self.map_head(x)], dim=1)  # (N, r + M)
+        return r[:, :, None, None]  # (N, R, 1, 1)
 
     def forward(self, images: torch.Tensor, viewpoints: torch.Tensor) -> torch.Tensor:
         """Encode views: images ``(N, 3, S, S)`` in [0, 1], viewpoints ``(N, D)`` -> ``(N, r, 1, 1)``."""
@@ -188,7 +206,7 @@ class NumpyPatchEncoder:
         return self._weights
 
     def __call__(self, images: np.ndarray, viewpoints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(N, S, S, 3)`` uint8 frames, ``(N, D)`` viewpoints -> ``(r (N, r, 1, 1), patches (N, c, g, g))``."""
+        """``(N, S, S, 3)`` uint8 frames, ``(N, D)`` viewpoints -> ``(r (N, R, 1, 1), patches (N, c, g, g))``."""
         w = self._current()
         n, size = images.shape[0], images.shape[1]
         p, g = self.net.patch, self.net.grid
@@ -199,9 +217,12 @@ class NumpyPatchEncoder:
         x = np.maximum(x @ w["embed.weight"] + w["embed.bias"], 0)  # (N, 2g, 2g, c)
         x = x.reshape(n, g, 2, g, 2, -1).transpose(0, 1, 3, 2, 4, 5).reshape(n, g, g, -1)
         patches = np.maximum(x @ w["merge.weight"] + w["merge.bias"], 0)  # (N, g, g, c)
-        hidden = np.concatenate([patches.reshape(n, -1), viewpoints.astype(np.float32)], axis=1)
-        hidden = np.maximum(hidden @ w["mix.weight"] + w["mix.bias"], 0)
+        head_in = np.concatenate([patches.reshape(n, -1), viewpoints.astype(np.float32)], axis=1)
+        hidden = np.maximum(head_in @ w["mix.weight"] + w["mix.bias"], 0)
         r = hidden @ w["out.weight"] + w["out.bias"]  # (N, r)
+        if "map_head.0.weight" in w:  # the map head's channels after the first head's
+            hidden = np.maximum(head_in @ w["map_head.0.weight"] + w["map_head.0.bias"], 0)
+            r = np.concatenate([r, hidden @ w["map_head.2.weight"] + w["map_head.2.bias"]], axis=1)  # (N, r + M)
         return r[:, :, None, None], patches.transpose(0, 3, 1, 2)
 
 

@@ -101,6 +101,9 @@ class Trainer:
         self.sampler = sampler
         if self.config.freeze_representation:
             self.model.representation.requires_grad_(False)
+            map_head = getattr(self.model.representation, "map_head", None)
+            if map_head is not None:  # the generator's own channels of r: they still learn
+                map_head.requires_grad_(True)
         self.optimizer = torch.optim.Adam(
             [p for p in self.model.parameters() if p.requires_grad], lr=self.config.lr_start
         )

@@ -87,7 +87,8 @@ def make_gqn_maze(
         obs_keys: Observation keys, from ``representation``, ``view_encoding`` (the current frame's encoding),
             ``patches`` (its per-patch map), ``recall`` (the maps of the episode's frames nearest the
             views to the left, behind and right), ``landmarks`` (each feature channel's peak response of the
-            episode and where it was seen from, relative to the agent), ``viewpoint``, ``image``.
+            episode and where it was seen from, relative to the agent), ``map`` (the episode's mean of a
+            map head's channels, for a model with one), ``viewpoint``, ``image``.
             Default (None): :data:`DEFAULT_OBS_KEYS`.
         scale: ``"mean"`` or ``"sum"`` of per-frame encodings (see the wrapper).
         device: Where the encoder runs.

@@ -31,6 +31,9 @@ seen from, relative to the agent now (:data:`LANDMARK_FIELDS`): a memory of
 where each feature was last at its peak. The goal box is the scene's only red
 object, so a channel that responds to red remembers where the goal was seen,
 however long ago: a ``(c, 7)`` array, one row per channel, for one numpy update per step.
+Observation ``map`` (models with a map head, ``ModelConfig.map_channels`` > 0): the
+episode's mean of the map head's channels, the part of r trained to draw the maze
+from above and which ``representation`` leaves out.
 
 Imagination renders from the sum, but the model was trained on sums of at most
 ``config.context_max`` views, and an episode holds hundreds of frames. So once
@@ -64,7 +67,7 @@ from gqn_env.envs.viewpoint import TOP_DOWN_VIEWPOINT, VIEWPOINT_DIM, Pose
 from world_model.model import scale_to_context
 from world_model.representation import NumpyPatchEncoder, PatchRepresentation
 
-OBS_KEYS = ("representation", "view_encoding", "patches", "recall", "landmarks", "viewpoint", "image")
+OBS_KEYS = ("representation", "view_encoding", "patches", "recall", "landmarks", "map", "viewpoint", "image")
 #: Old names still accepted in ``obs_keys`` (observed under the old name, with a
 #: ``DeprecationWarning``), to be removed in the next release.
 DEPRECATED_OBS_KEYS = {"view": "view_encoding"}
@@ -250,8 +253,13 @@ class RepresentationState:
 
     @property
     def size(self) -> int:
-        """Length of the flat representation."""
-        return int(np.prod(self.config.representation_shape))
+        """Length of the flat representation an agent observes: r's first ``r_channels``.
+
+        A model with a map head (``ModelConfig.map_channels``) keeps its channels in the
+        sums, for imagination, but they are the generator's, not the observation's.
+        """
+        _, h, w = self.config.representation_shape
+        return self.config.r_channels * h * w
 
     def _prepare(self, images: np.ndarray, viewpoints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Frames at the model's size, checked: ``(N, S, S, 3)`` uint8 and ``(N, D)`` float32."""
@@ -385,7 +393,7 @@ class RepresentationState:
     def observation(self, slots: np.ndarray, scale: str) -> np.ndarray:
         """Flat float32 representations ``(N, size)`` of the given slots."""
         slots = np.asarray(slots)
-        flat = self.sums[slots].reshape(len(slots), -1)  # (N, C*h*w)
+        flat = self.sums[slots, : self.config.r_channels].reshape(len(slots), -1)  # (N, size)
         if scale == "mean":
             flat = flat / np.maximum(self.counts[slots], 1)[:, None].astype(np.float32)
         return flat
@@ -394,13 +402,17 @@ class RepresentationState:
         """The model's observation keys for the given slots.
 
         ``representation`` and ``view_encoding``, ``(N, size)`` each, ``patches`` ``(N, c, g, g)``,
-        ``recall`` ``(N, 3c, g, g)`` and ``landmarks`` ``(N, c, 7)`` when kept.
+        ``recall`` ``(N, 3c, g, g)`` and ``landmarks`` ``(N, c, 7)`` when kept, ``map``
+        ``(N, map_channels)`` for a model with a map head.
         """
         slots = np.asarray(slots)
         out = {
             "representation": self.observation(slots, scale),
-            "view_encoding": self.last[slots].reshape(len(slots), -1),
+            "view_encoding": self.last[slots, : self.config.r_channels].reshape(len(slots), -1),
         }
+        if self.config.map_channels:
+            counts = np.maximum(self.counts[slots], 1)[:, None].astype(np.float32)
+            out["map"] = self.sums[slots, self.config.r_channels :].reshape(len(slots), -1) / counts
         if self.patches is not None:
             out["patches"] = self.patches[slots].copy()
         if self.keep_recall:
@@ -438,6 +450,8 @@ def _obs_space(env_space: spaces.Dict, state: RepresentationState, obs_keys: Seq
         "viewpoint": env_space["viewpoint"],
         "image": env_space["image"],
     }
+    if state.config.map_channels:
+        parts["map"] = spaces.Box(-np.inf, np.inf, (state.config.map_channels,), dtype=np.float32)
     if state.patches is not None:
         c, g, _ = state.patches.shape[1:]
         parts["patches"] = spaces.Box(-np.inf, np.inf, (c, g, g), dtype=np.float32)
@@ -488,6 +502,11 @@ def check_options(obs_keys: Sequence[str], scale: str, model: Any = None) -> tup
                     f"The {key!r} observation needs a model with the 'patch' representation network, "
                     f"this one has {model.config.representation!r}"
                 )
+        if "map" in keys and not model.config.map_channels:
+            raise ValueError(
+                "The 'map' observation needs a model with a map head (ModelConfig.map_channels > 0; "
+                "`gqn-gym add-map`), this one has none"
+            )
     return keys
 
 
@@ -509,7 +528,7 @@ class GQNRepresentation(gym.Wrapper):
     Args:
         env: A scene env observing ``Dict(image, viewpoint)``, e.g. ``GQNMazeScene-v0``.
         model: The GQN world model (kept frozen by this wrapper).
-        obs_keys: Which of ``representation``, ``view``, ``viewpoint``, ``image`` to observe.
+        obs_keys: Which of :data:`OBS_KEYS` to observe.
         scale: ``"mean"`` (default) or ``"sum"`` of the per-frame encodings.
         device: Where the encoder runs.
         emit_frames: Put each new frame in ``info["frame"]`` / ``info["frame_viewpoint"]``

@@ -145,7 +145,7 @@ def test_where_results_are_written_does_not_make_a_run_different(tmp_path, monke
 
 
 def test_gqn_runs_are_told_apart_by_what_the_agent_observes_of_the_world_model(tmp_path):
-    """The digest covers the representation network: a copy or a generator-only change is the same run."""
+    """The digest covers what agents observe: a copy, a generator-only change or a map head is the same run."""
     import torch
 
     from world_model import GQN, GQNConfig, save_checkpoint
@@ -159,8 +159,12 @@ def test_gqn_runs_are_told_apart_by_what_the_agent_observes_of_the_world_model(t
     with torch.no_grad():
         next(model.representation.parameters()).add_(1.0)
     save_checkpoint(tmp_path / "representation.pt", {"config": model.config.to_dict(), "model": model.state_dict()})
-    digest = {name: bench.model_digest(str(tmp_path / f"{name}.pt")) for name in ("a", "generator", "representation")}
-    assert digest["a"] == digest["generator"] != digest["representation"]
+    from world_model.checkpoint import add_map_head
+
+    add_map_head(tmp_path / "generator.pt", tmp_path / "map.pt", 4)  # the generator's own channels of r
+    names = ("a", "generator", "map", "representation")
+    digest = {name: bench.model_digest(str(tmp_path / f"{name}.pt")) for name in names}
+    assert digest["a"] == digest["generator"] == digest["map"] != digest["representation"]
     assert "gqn_checkpoint" not in bench.run_settings(_args(gqn_checkpoint="a.pt", gqn_model="x"))
     saved = {"steps": 100, "gqn_model": digest["a"]}
     assert bench.same_run(saved, {"steps": 100, "gqn_model": digest["generator"]}, "gqn")

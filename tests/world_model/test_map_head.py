@@ -1,0 +1,166 @@
+"""The map head (ModelConfig.map_channels): r channels for the generator that agents never observe."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from world_model import GQN, CheckpointError, Trainer, load_model, save_checkpoint
+from world_model.checkpoint import add_map_head
+from world_model.representation import NumpyPatchEncoder
+
+MAP = 6
+
+
+@pytest.fixture
+def plain_checkpoint(tiny_config, tmp_path):
+    config = tiny_config.replace(view_channels=4)  # the nearest-view input too, as the bundled model has
+    path = tmp_path / "plain.pt"
+    save_checkpoint(path, model=GQN(config), step=7)
+    return path
+
+
+def _frames(config, rng, batch=2, views=3):
+    s = config.image_size
+    images = rng.integers(0, 256, (batch, views, s, s, 3), dtype=np.uint8)
+    viewpoints = rng.uniform(-1, 1, (batch, views, config.viewpoint_dim)).astype(np.float32)
+    return images, viewpoints
+
+
+def test_config_validates_map_channels(tiny_config):
+    assert tiny_config.replace(map_channels=MAP).representation_shape == (tiny_config.r_channels + MAP, 1, 1)
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="map_channels"):
+            tiny_config.replace(map_channels=bad)
+    with pytest.raises(ValueError, match="map_channels needs the 'patch'"):
+        tiny_config.replace(representation="pool", map_channels=MAP)
+
+
+def test_add_map_head_renders_exactly_as_the_model_it_came_from(plain_checkpoint, tmp_path):
+    old = load_model(plain_checkpoint)
+    add_map_head(plain_checkpoint, tmp_path / "map.pt", MAP, seed=3)
+    new = load_model(tmp_path / "map.pt")
+    config = old.config
+    assert new.config.map_channels == MAP and new.config.architecture() != config.architecture()
+    rng = np.random.default_rng(0)
+    images, viewpoints = _frames(config, rng)
+    queries = rng.uniform(-1, 1, (2, config.viewpoint_dim)).astype(np.float32)
+    targets = rng.integers(0, 256, (2, config.image_size, config.image_size, 3), dtype=np.uint8)
+    with torch.no_grad():
+        r_old, r_new = old.scene_representation(images, viewpoints), new.scene_representation(images, viewpoints)
+        assert r_new.shape[1] == r_old.shape[1] + MAP
+        torch.testing.assert_close(r_new[:, : config.r_channels], r_old, rtol=0, atol=0)
+        assert r_new[:, config.r_channels :].abs().sum() > 0  # the map head computes something...
+        context = (images, viewpoints)
+        torch.testing.assert_close(  # ...that the generator, its new weights at zero, does not read yet
+            new.render(r_new, queries, context=context), old.render(r_old, queries, context=context)
+        )
+        losses = []
+        for model in (old, new):
+            generator = torch.Generator().manual_seed(0)
+            losses.append(model(images, viewpoints, targets, queries, sigma=1.0, generator=generator)["loss"])
+        torch.testing.assert_close(losses[0], losses[1])
+
+
+def test_add_map_head_refuses_bad_input_and_writes_nothing(plain_checkpoint, tmp_path, tiny_config):
+    add_map_head(plain_checkpoint, tmp_path / "map.pt", MAP)
+    with pytest.raises(CheckpointError, match="already has a map head"):
+        add_map_head(tmp_path / "map.pt", tmp_path / "twice.pt", MAP)
+    with pytest.raises(ValueError, match="positive integer"):
+        add_map_head(plain_checkpoint, tmp_path / "zero.pt", 0)
+    tower = tmp_path / "tower.pt"
+    save_checkpoint(tower, model=GQN(tiny_config.replace(representation="pool")))
+    with pytest.raises(ValueError, match="patch"):
+        add_map_head(tower, tmp_path / "pool.pt", MAP)
+    assert not any((tmp_path / name).exists() for name in ("twice.pt", "zero.pt", "pool.pt"))
+    result = subprocess.run(
+        [sys.executable, "-m", "gqn_env.cli", "add-map", str(tmp_path / "map.pt"), str(tmp_path / "cli.pt")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0 and "already has a map head" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_freeze_representation_still_trains_the_map_head(tiny_config, tiny_buffer):
+    trainer = Trainer(tiny_config.replace(map_channels=MAP, freeze_representation=True), tiny_buffer)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    for _ in range(3):
+        trainer.step()
+    after = trainer.model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    observed = [k for k in before if k.startswith("representation.") and ".map_head." not in k]
+    assert observed and not changed & set(observed)  # what agents read is fixed
+    assert any(".map_head." in k for k in changed) and any(k.startswith("generator.") for k in changed)
+
+
+def test_numpy_encoder_computes_the_map_channels_too(tiny_config):
+    model = GQN(tiny_config.replace(map_channels=MAP))
+    rng = np.random.default_rng(1)
+    images, viewpoints = _frames(model.config, rng, batch=1)
+    r, _ = NumpyPatchEncoder(model.representation)(images[0], viewpoints[0])
+    with torch.no_grad():
+        r_torch = model.encode(images[0], viewpoints[0]).numpy()
+    assert r.shape == r_torch.shape == (3, tiny_config.r_channels + MAP, 1, 1)
+    np.testing.assert_allclose(r, r_torch, rtol=1e-5, atol=1e-6)
+
+
+def test_gqn_maze_observes_the_first_r_channels_and_imagines_from_all(tiny_config, tmp_path):
+    torch.manual_seed(0)
+    plain = GQN(tiny_config).eval()
+    save_checkpoint(tmp_path / "plain.pt", model=plain)
+    add_map_head(tmp_path / "plain.pt", tmp_path / "map.pt", MAP)
+    scene = {"num_rows": 2, "num_cols": 2, "map_size": 64, "obs_keys": ("representation", "view_encoding")}
+    envs = [gym.make("GQNMaze-v0", checkpoint=str(tmp_path / name), **scene) for name in ("plain.pt", "map.pt")]
+    try:
+        for env in envs:
+            assert env.observation_space["representation"].shape == (tiny_config.r_channels,)
+        trajectories = []
+        for env in envs:
+            obs, _ = env.reset(seed=0)
+            steps = [obs]
+            for action in (2, 0, 2):
+                steps.append(env.step(action)[0])
+            trajectories.append(steps)
+            assert env.observation_space.contains(steps[-1])
+        for a, b in zip(*trajectories, strict=True):  # the map head changes nothing an agent sees
+            for key in a:
+                np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6)
+        assert envs[1].get_wrapper_attr("state").sums.shape[1] == tiny_config.r_channels + MAP
+        # Imagination renders from the whole sum; an untrained map head's channels are not read yet.
+        pose = envs[0].unwrapped.agent.pos
+        images = [env.get_wrapper_attr("imagine")([pose[0], pose[2], 0.5]) for env in envs]
+        np.testing.assert_allclose(images[0].astype(int), images[1].astype(int), atol=1)
+    finally:
+        for env in envs:
+            env.close()
+
+
+def test_the_map_key_is_the_episode_mean_of_the_map_channels(tiny_config, tmp_path):
+    plain = tmp_path / "plain.pt"
+    save_checkpoint(plain, model=GQN(tiny_config))
+    add_map_head(plain, tmp_path / "map.pt", MAP)
+    scene = {"num_rows": 2, "num_cols": 2, "map_size": 64}
+    with pytest.raises(ValueError, match="needs a model with a map head"):
+        gym.make("GQNMaze-v0", checkpoint=str(plain), obs_keys=("map",), **scene)
+    env = gym.make("GQNMaze-v0", checkpoint=str(tmp_path / "map.pt"), obs_keys=("map", "viewpoint"), **scene)
+    try:
+        assert env.observation_space["map"].shape == (MAP,)
+        obs, _ = env.reset(seed=0)
+        for action in (2, 1, 2):
+            obs = env.step(action)[0]
+        assert env.observation_space.contains(obs)
+        state = env.get_wrapper_attr("state")
+        episode = state.episodes[0]
+        model = load_model(tmp_path / "map.pt")
+        with torch.no_grad():
+            r = model.encode(np.stack(episode.images), np.stack(episode.viewpoints))  # (4, r + M, 1, 1)
+        expected = r[:, tiny_config.r_channels :].mean(dim=0).flatten().numpy()
+        np.testing.assert_allclose(obs["map"], expected, rtol=1e-4, atol=1e-5)
+    finally:
+        env.close()
