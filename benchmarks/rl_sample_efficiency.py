@@ -218,19 +218,19 @@ LATER_DEFAULTS = {
 }
 
 
-def model_digest(checkpoint: str | None) -> str:
+def model_digest(checkpoint: str | None, map_key: bool = False) -> str:
     """What a GQN agent observes of a world model (default: the bundled one), as 12 hex digits.
 
     The SHA-256 of the representation network's tensors, names and bytes, but for
-    its map head (``ModelConfig.map_channels``), which only the generator reads: the
-    ``gqn`` observations (``patches``, ``view_encoding``, ``representation``,
-    ``landmarks``) come from the rest of that network alone. A model whose generator
-    and map head were trained further with the representation frozen
-    (``freeze_representation``) gives the same observations, so its runs are the same runs.
+    its map head (``ModelConfig.map_channels``) unless the agent observes the ``map``
+    key (``map_key``): the other ``gqn`` observations (``patches``, ``view_encoding``,
+    ``representation``, ``landmarks``) come from the rest of that network alone. A
+    model whose generator and map head were trained further with the representation
+    frozen (``freeze_representation``) gives the same observations, so its runs are the same runs.
     """
     data = load_checkpoint(checkpoint or bundled_checkpoint())
     digest = hashlib.sha256()
-    observed = (k for k in data["model"] if k.startswith("representation.") and ".map_head." not in k)
+    observed = (k for k in data["model"] if k.startswith("representation.") and (map_key or ".map_head." not in k))
     for name in sorted(observed):
         digest.update(name.encode())
         digest.update(data["model"][name].cpu().contiguous().numpy().tobytes())
@@ -491,7 +491,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.steps, args.seeds, args.bins = 4096, 1, 8
-    args.gqn_model = model_digest(args.gqn_checkpoint)
+    args.gqn_model = model_digest(args.gqn_checkpoint, map_key="map" in args.gqn_obs)
 
     name = "rl_sample_efficiency_quick" if args.quick else "rl_sample_efficiency"
     json_path = output_path(name, args.out, args.save)

@@ -167,7 +167,7 @@ def _add_map(args: argparse.Namespace) -> None:
     from world_model.checkpoint import CheckpointError, add_map_head
 
     try:
-        path = add_map_head(args.checkpoint, args.out, args.channels, seed=args.seed)
+        path = add_map_head(args.checkpoint, args.out, args.channels, seed=args.seed, layout=args.layout)
     except (FileNotFoundError, CheckpointError, ValueError) as e:  # the user's file or option: one line
         sys.exit(f"gqn-gym add-map: {e}")
     print(f"wrote {path}: a map head of {args.channels} channels, renders as {args.checkpoint} until trained")
@@ -322,6 +322,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("out")
     p.add_argument("--channels", type=int, default=64, help="channels of the map head (ModelConfig.map_channels)")
     p.add_argument("--seed", type=int, default=0, help="seed of the map head's initial weights")
+    p.add_argument(
+        "--layout",
+        choices=["vector", "grid"],
+        default="vector",
+        help="ModelConfig.map_layout: a vector or a floor grid",
+    )
     p.set_defaults(func=_add_map)
 
     minimums = {}  # per command: option -> least value, checked after parsing

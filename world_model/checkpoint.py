@@ -63,16 +63,17 @@ _FLAT_DEFAULTS: dict[str, Any] = {
 #: Training fields added after checkpoints were written: a config without one takes this value.
 LATER_TRAIN_DEFAULTS: dict[str, Any] = {"top_down_fraction": 0.0, "freeze_representation": False}
 #: Architecture fields added since the current layout: a config without one takes this value.
-LATER_MODEL_DEFAULTS: dict[str, Any] = {"map_channels": 0}
+LATER_MODEL_DEFAULTS: dict[str, Any] = {"map_channels": 0, "map_layout": "vector"}
 
 
 def migrate_config(data: Mapping[str, Any]) -> dict[str, Any]:
     """A checkpoint's config in the current layout, ``{"model": {...}, "train": {...}}``.
 
     A dict already in that layout is returned as it is, but for fields added since
-    (:data:`LATER_MODEL_DEFAULTS`, :data:`LATER_TRAIN_DEFAULTS`), which take their defaults. An older one, one flat dict of
-    every field (``GQNConfig`` before the split into architecture and training), is
-    mapped field by field: the training fields go to ``train``, and of the architecture
+    (:data:`LATER_MODEL_DEFAULTS`, :data:`LATER_TRAIN_DEFAULTS`), which take their
+    defaults. An older one, one flat dict of every field (``GQNConfig`` before the split
+    into architecture and training), is mapped field by field: the training fields go
+    to ``train``, and of the architecture
 
     * ``inference_channels`` 0 (or absent) meant "as wide as ``hidden_channels``";
     * ``view_channels`` absent meant 0, no nearest-view input;
@@ -332,8 +333,12 @@ def export_for_inference(src: str | os.PathLike[str], dst: str | os.PathLike[str
     return save_checkpoint(dst, keep)
 
 
-def add_map_head(src: str | os.PathLike[str], dst: str | os.PathLike[str], channels: int, seed: int = 0) -> Path:
+def add_map_head(
+    src: str | os.PathLike[str], dst: str | os.PathLike[str], channels: int, seed: int = 0, layout: str = "vector"
+) -> Path:
     """Give a trained ``patch`` model a map head of ``channels`` (``ModelConfig.map_channels``); write it to ``dst``.
+
+    ``layout`` is ``ModelConfig.map_layout``: ``vector`` or ``grid``.
 
     The new model is the old one plus the map head (initialised from ``seed``) and
     its ``channels`` new inputs to the generator's and the inference network's cores,
@@ -358,7 +363,7 @@ def add_map_head(src: str | os.PathLike[str], dst: str | os.PathLike[str], chann
     load_weights(old, data, strict_config=False)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        new = GQN(old_config.replace(map_channels=channels))  # validates: patch networks only
+        new = GQN(old_config.replace(map_channels=channels, map_layout=layout))  # validates: patch networks only
     weights = new.state_dict()
     old_weights = old.state_dict()
     # Every core takes r among its inputs; copy each input group into its place in the wider layout.

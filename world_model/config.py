@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 REPRESENTATIONS = ("pool", "tower", "patch")
+MAP_LAYOUTS = ("vector", "grid")
 
 
 def _check_positive(owner: Any, names: Sequence[str]) -> None:
@@ -57,6 +58,11 @@ class ModelConfig:
     ``r_channels``. With ``freeze_representation`` the map head still trains, so a trained model
     can learn a map (top-down queries) while what agents observe stays as it was
     (:func:`world_model.checkpoint.add_map_head`). 0: no map head."""
+    map_layout: str = "vector"
+    """What the map head draws: ``vector``, ``map_channels`` floats per view; ``grid``, a
+    floor-aligned ``(map_channels, s, s)`` grid per view (s the hidden side), the view's
+    features placed where on the floor the camera looked (representation.py), so that
+    their sum over views is a map the generator reads like an image."""
     patch_channels: int = 64
     """Width of the ``patch`` representation network's linear layers."""
     tower_channels: int = 128
@@ -95,6 +101,8 @@ class ModelConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"ModelConfig.{name} must be an integer >= 0, got {value!r}")
+        if self.map_layout not in MAP_LAYOUTS:
+            raise ValueError(f"ModelConfig.map_layout must be one of {MAP_LAYOUTS}, got {self.map_layout!r}")
         if self.map_channels and self.representation != "patch":
             raise ValueError(
                 f"ModelConfig.map_channels needs the 'patch' representation network, got {self.representation!r}"
@@ -124,8 +132,14 @@ class ModelConfig:
     def representation_shape(self) -> tuple[int, int, int]:
         """Shape ``(C, h, w)`` of the scene representation r (C counts the map head's channels)."""
         if self.representation in ("pool", "patch"):
-            return (self.r_channels + self.map_channels, 1, 1)
+            return (self.r_channels + self.map_size, 1, 1)
         return (self.r_channels, self.hidden_size, self.hidden_size)
+
+    @property
+    def map_size(self) -> int:
+        """Floats the map head adds to r per view (0 without one); a grid's are flattened."""
+        side = self.hidden_size if self.map_layout == "grid" else 1
+        return self.map_channels * side * side
 
     @property
     def representation_dim(self) -> int:

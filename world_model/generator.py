@@ -222,7 +222,7 @@ class ConvDRAW(nn.Module):
         hid, z, r, d, k = (
             config.hidden_channels,
             config.z_channels,
-            config.representation_shape[0],  # r's channels, the map head's included
+            config.r_channels + (config.map_channels if config.map_layout == "vector" else 0),  # r, a vector
             config.viewpoint_dim,
             config.core_kernel_size,
         )
@@ -230,11 +230,13 @@ class ConvDRAW(nn.Module):
         view = config.view_channels
         self.view_embed = nn.Linear(3 * config.downsample**2, view) if view else None  # one patch -> V
         view_inputs = (("view", view), ("view_offset", d)) if view else ()
-        self.generator_inputs = ChannelLayout(("z", z), ("v", d), ("r", r), *view_inputs)
+        # A grid map head's sum over views: a floor map (M, s, s), an input of its own.
+        grid = (("map", config.map_channels),) if config.map_channels and config.map_layout == "grid" else ()
+        self.generator_inputs = ChannelLayout(("z", z), ("v", d), ("r", r), *grid, *view_inputs)
         gen_in = self.generator_inputs.channels
         self.generator_cores = nn.ModuleList(ConvLSTMCell(gen_in, hid, k) for _ in range(cores))
         inf = config.inference_channels
-        self.inference_inputs = ChannelLayout(("x", inf), ("h_gen", hid), ("v", d), ("r", r))
+        self.inference_inputs = ChannelLayout(("x", inf), ("h_gen", hid), ("v", d), ("r", r), *grid)
         inf_in = self.inference_inputs.channels
         self.inference_cores = nn.ModuleList(ConvLSTMCell(inf_in, inf, k) for _ in range(cores))
         self.prior = nn.Conv2d(hid, 2 * z, k, padding=k // 2)
@@ -286,14 +288,18 @@ class ConvDRAW(nn.Module):
         mask = self.tap_mask
         # Everything that does not change over the L steps, once per pass (per core if unshared).
         r = r.flatten(1) if r.shape[-1] == 1 else r  # pooled r: a vector (B, R), joined with v; else (B, R, s, s)
+        floor = {}  # a grid map head's floor map, split from r
+        if "map" in self.generator_inputs.slices:
+            r, grid = r[:, : cfg.r_channels], r[:, cfg.r_channels :]
+            floor["map"] = grid.reshape(b, cfg.map_channels, s, s)
         gen_inputs = self.generator_inputs
-        gen_parts = gen_inputs.parts(v=viewpoints, r=r, **self._view_inputs(view, viewpoints))
+        gen_parts = gen_inputs.parts(v=viewpoints, r=r, **floor, **self._view_inputs(view, viewpoints))
         gen_fixed = [c.fixed_gates(gen_parts, mask) for c in self.generator_cores]
         gen_weight = [c.step_weight([gen_inputs.slices["z"]]) for c in self.generator_cores]  # z, then h_gen
         if target is not None:
             x = self.target_down(target)  # (B, I, s, s)
             inf_inputs = self.inference_inputs
-            inf_parts = inf_inputs.parts(x=x, v=viewpoints, r=r)
+            inf_parts = inf_inputs.parts(x=x, v=viewpoints, r=r, **floor)
             inf_fixed = [c.fixed_gates(inf_parts, mask) for c in self.inference_cores]
             inf_weight = [c.step_weight([inf_inputs.slices["h_gen"]]) for c in self.inference_cores]  # then h_inf
         zeros = viewpoints.new_zeros(b, hid, s, s)

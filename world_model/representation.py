@@ -113,14 +113,57 @@ def patchify(images: torch.Tensor, patch: int) -> torch.Tensor:
     return images.view(n, 3, g, patch, g, patch).permute(0, 2, 4, 1, 3, 5).reshape(n, g, g, 3 * patch * patch)
 
 
+#: Half the side of the floor grid of a ``grid`` map head, in viewpoint units: the floor
+#: spans [-1, 1]; GQNMazeScene's top-down view adds a 1 m margin, 1.21 for a 3x3 maze.
+MAP_EXTENT = 1.2
+#: How far ahead, and as wide, a view's grid of features reaches, in viewpoint units (a 3x3
+#: maze's room is 0.67 across).
+MAP_REACH = 1.0
+
+
+def place_on_floor(view: torch.Tensor, viewpoints: torch.Tensor) -> torch.Tensor:
+    """Move a grid of features from the camera's frame onto the floor: ``(N, M, s, s)`` -> ``(N, M, s, s)``.
+
+    ``view`` covers the floor in front of the camera, :data:`MAP_REACH` ahead and as wide:
+    rows from near (top) to far, columns from the camera's left to its right. The output
+    covers the whole floor like the top-down view (columns along +x, rows along +z, half
+    side :data:`MAP_EXTENT`), zero where the camera did not look. Bilinear sampling,
+    differentiable in ``view``.
+
+    Args:
+        view: ``(N, M, s, s)`` features in the camera's frame.
+        viewpoints: ``(N, D)``: ``x`` at 0, ``z`` at 2, ``cos`` and ``sin`` of the yaw at 3 and 4
+            (gqn_env/envs/viewpoint.py: yaw 0 looks along +x, positive turns left).
+    """
+    x, z, cos, sin = viewpoints[:, 0], viewpoints[:, 2], viewpoints[:, 3], viewpoints[:, 4]
+    # A floor cell at output coordinates (u, v) in [-1, 1] lies at (X u, X v). Relative to the
+    # camera, forward = dx cos - dz sin and right = dx sin + dz cos (MiniWorld's direction
+    # (cos, -sin) and right (sin, cos)); the view's grid coordinates are right * 2 / reach and
+    # forward * 2 / reach - 1: affine in (u, v), which is what affine_grid takes.
+    k, ext = 2.0 / MAP_REACH, MAP_EXTENT
+    theta = torch.stack(
+        [
+            torch.stack([k * ext * sin, k * ext * cos, -k * (x * sin + z * cos)], dim=1),
+            torch.stack([k * ext * cos, -k * ext * sin, -k * (x * cos - z * sin) - 1.0], dim=1),
+        ],
+        dim=1,
+    )  # (N, 2, 3)
+    grid = F.affine_grid(theta, list(view.shape), align_corners=False)  # (N, s, s, 2)
+    return F.grid_sample(view, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
 class PatchRepresentation(nn.Module):
     """Patch embedding, a 2x2 patch merge and a dense head: one vector per view.
 
-    With ``config.map_channels`` = M > 0 a second dense head of the same shape, the
-    *map head*, reads the same patch map and viewpoint and adds M channels after the
-    first head's ``r_channels``. Only the generator reads them; agents observe the
-    first head (and the patch map), so a map head can be trained for top-down queries
-    while everything agents observe stays fixed (``TrainConfig.freeze_representation``).
+    With ``config.map_channels`` = M > 0 a second head, the *map head*, reads the
+    same patch map and adds its output after the first head's ``r_channels``: with
+    ``map_layout="vector"`` a dense head of the first's shape (M floats per view);
+    with ``"grid"`` one linear layer to an ``(M, s, s)`` grid of the floor in front
+    of the camera, which :func:`place_on_floor` moves to where the viewpoint says the
+    camera looked, flattened. Only the generator reads the map head's output; agents
+    observe the first head (and the patch map), so a map head can be trained for
+    top-down queries while everything agents observe stays fixed
+    (``TrainConfig.freeze_representation``).
 
     Args:
         config: Uses ``patch_channels`` (width), ``r_channels``, ``map_channels``,
@@ -137,11 +180,13 @@ class PatchRepresentation(nn.Module):
         head_in = self.grid * self.grid * c + config.viewpoint_dim
         self.mix = nn.Linear(head_in, c)
         self.out = nn.Linear(c, config.r_channels)
-        self.map_head = (
-            nn.Sequential(nn.Linear(head_in, c), nn.ReLU(), nn.Linear(c, config.map_channels))
-            if config.map_channels
-            else None
-        )
+        self.map_head: nn.Module | None = None
+        self.map_grid = 0  # side of the floor grid of a ``grid`` map head
+        if config.map_channels and config.map_layout == "grid":
+            self.map_grid = config.hidden_size
+            self.map_head = nn.Linear(self.grid * self.grid * c, config.map_channels * self.map_grid**2)
+        elif config.map_channels:
+            self.map_head = nn.Sequential(nn.Linear(head_in, c), nn.ReLU(), nn.Linear(c, config.map_channels))
 
     def patch_map(self, images: torch.Tensor) -> torch.Tensor:
         """The image's per-patch features before the dense head: ``(N, 3, S, S)`` -> ``(N, g, g, c)``.
@@ -163,7 +208,11 @@ class PatchRepresentation(nn.Module):
         """
         x = torch.cat([patches.reshape(len(patches), -1), viewpoints], dim=1)  # (N, g*g*c + D)
         r = self.out(F.relu(self.mix(x)))  # (N, r)
-        if self.map_head is not None:
+        if self.map_grid:
+            n, side = len(patches), self.map_grid
+            view = self.map_head(patches.reshape(n, -1)).view(n, -1, side, side)  # (N, M, s, s), camera frame
+            r = torch.cat([r, place_on_floor(view, viewpoints).flatten(1)], dim=1)  # (N, r + M*s*s)
+        elif self.map_head is not None:
             r = torch.cat([r, self.map_head(x)], dim=1)  # (N, r + M)
         return r[:, :, None, None]  # (N, R, 1, 1)
 
@@ -188,6 +237,8 @@ class NumpyPatchEncoder:
     """
 
     def __init__(self, net: PatchRepresentation) -> None:
+        if net.map_grid:
+            raise ValueError("NumpyPatchEncoder does not place a grid map head's features; encode with torch")
         self.net = net
         self._key: tuple | None = None
         self._weights: dict[str, np.ndarray] = {}

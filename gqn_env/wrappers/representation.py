@@ -249,7 +249,8 @@ class RepresentationState:
         # The per-step path of a patch network on the CPU runs in numpy (see add_one).
         net = model.representation
         cpu = self.device.type == "cpu" and all(t.dtype == torch.float32 for t in net.parameters())
-        self._numpy_encoder = NumpyPatchEncoder(net) if cpu and isinstance(net, PatchRepresentation) else None
+        numpy_ok = cpu and isinstance(net, PatchRepresentation) and not net.map_grid
+        self._numpy_encoder = NumpyPatchEncoder(net) if numpy_ok else None
 
     @property
     def size(self) -> int:
@@ -403,7 +404,7 @@ class RepresentationState:
 
         ``representation`` and ``view_encoding``, ``(N, size)`` each, ``patches`` ``(N, c, g, g)``,
         ``recall`` ``(N, 3c, g, g)`` and ``landmarks`` ``(N, c, 7)`` when kept, ``map``
-        ``(N, map_channels)`` for a model with a map head.
+        ``(N, map_size)`` for a model with a map head (a grid head's floor map flattened).
         """
         slots = np.asarray(slots)
         out = {
@@ -451,7 +452,7 @@ def _obs_space(env_space: spaces.Dict, state: RepresentationState, obs_keys: Seq
         "image": env_space["image"],
     }
     if state.config.map_channels:
-        parts["map"] = spaces.Box(-np.inf, np.inf, (state.config.map_channels,), dtype=np.float32)
+        parts["map"] = spaces.Box(-np.inf, np.inf, (state.config.map_size,), dtype=np.float32)
     if state.patches is not None:
         c, g, _ = state.patches.shape[1:]
         parts["patches"] = spaces.Box(-np.inf, np.inf, (c, g, g), dtype=np.float32)

@@ -165,6 +165,7 @@ def test_gqn_runs_are_told_apart_by_what_the_agent_observes_of_the_world_model(t
     names = ("a", "generator", "map", "representation")
     digest = {name: bench.model_digest(str(tmp_path / f"{name}.pt")) for name in names}
     assert digest["a"] == digest["generator"] == digest["map"] != digest["representation"]
+    assert bench.model_digest(str(tmp_path / "map.pt"), map_key=True) != digest["map"]  # an agent that reads it
     assert "gqn_checkpoint" not in bench.run_settings(_args(gqn_checkpoint="a.pt", gqn_model="x"))
     saved = {"steps": 100, "gqn_model": digest["a"]}
     assert bench.same_run(saved, {"steps": 100, "gqn_model": digest["generator"]}, "gqn")

@@ -12,7 +12,7 @@ import torch
 
 from world_model import GQN, CheckpointError, Trainer, load_model, save_checkpoint
 from world_model.checkpoint import add_map_head
-from world_model.representation import NumpyPatchEncoder
+from world_model.representation import NumpyPatchEncoder, place_on_floor
 
 MAP = 6
 
@@ -41,19 +41,21 @@ def test_config_validates_map_channels(tiny_config):
         tiny_config.replace(representation="pool", map_channels=MAP)
 
 
-def test_add_map_head_renders_exactly_as_the_model_it_came_from(plain_checkpoint, tmp_path):
+@pytest.mark.parametrize("layout", ["vector", "grid"])
+def test_add_map_head_renders_exactly_as_the_model_it_came_from(plain_checkpoint, tmp_path, layout):
     old = load_model(plain_checkpoint)
-    add_map_head(plain_checkpoint, tmp_path / "map.pt", MAP, seed=3)
+    add_map_head(plain_checkpoint, tmp_path / "map.pt", MAP, seed=3, layout=layout)
     new = load_model(tmp_path / "map.pt")
     config = old.config
-    assert new.config.map_channels == MAP and new.config.architecture() != config.architecture()
+    assert (new.config.map_channels, new.config.map_layout) == (MAP, layout)
+    side = config.hidden_size if layout == "grid" else 1
+    assert new.config.representation_shape == (config.r_channels + MAP * side * side, 1, 1)
     rng = np.random.default_rng(0)
     images, viewpoints = _frames(config, rng)
     queries = rng.uniform(-1, 1, (2, config.viewpoint_dim)).astype(np.float32)
     targets = rng.integers(0, 256, (2, config.image_size, config.image_size, 3), dtype=np.uint8)
     with torch.no_grad():
         r_old, r_new = old.scene_representation(images, viewpoints), new.scene_representation(images, viewpoints)
-        assert r_new.shape[1] == r_old.shape[1] + MAP
         torch.testing.assert_close(r_new[:, : config.r_channels], r_old, rtol=0, atol=0)
         assert r_new[:, config.r_channels :].abs().sum() > 0  # the map head computes something...
         context = (images, viewpoints)
@@ -87,8 +89,10 @@ def test_add_map_head_refuses_bad_input_and_writes_nothing(plain_checkpoint, tmp
     assert "Traceback" not in result.stderr
 
 
-def test_freeze_representation_still_trains_the_map_head(tiny_config, tiny_buffer):
-    trainer = Trainer(tiny_config.replace(map_channels=MAP, freeze_representation=True), tiny_buffer)
+@pytest.mark.parametrize("layout", ["vector", "grid"])
+def test_freeze_representation_still_trains_the_map_head(tiny_config, tiny_buffer, layout):
+    config = tiny_config.replace(map_channels=MAP, map_layout=layout, freeze_representation=True)
+    trainer = Trainer(config, tiny_buffer)
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     for _ in range(3):
         trainer.step()
@@ -99,7 +103,28 @@ def test_freeze_representation_still_trains_the_map_head(tiny_config, tiny_buffe
     assert any(".map_head." in k for k in changed) and any(k.startswith("generator.") for k in changed)
 
 
+def test_place_on_floor_puts_what_the_camera_sees_in_front_of_it():
+    side = 8
+    near_centre = torch.zeros(1, 1, side, side)
+    near_centre[0, 0, 0:2, 3:5] = 1.0  # just ahead of the camera
+    near_left = torch.zeros(1, 1, side, side)
+    near_left[0, 0, 0:3, 0:2] = 1.0  # ahead and to the left
+
+    def cells(view, yaw):
+        viewpoint = torch.tensor([[0.0, 0.0, 0.0, np.cos(yaw), np.sin(yaw), 1.0, 0.0]], dtype=torch.float32)
+        rows, cols = torch.nonzero(place_on_floor(view, viewpoint)[0, 0] > 0.1, as_tuple=True)
+        return set(rows.tolist()), set(cols.tolist())
+
+    # The floor grid: columns along +x, rows along +z, cell 2 * MAP_EXTENT / 8 = 0.3 wide, the origin at 4.
+    assert cells(near_centre, 0.0) == ({3, 4}, {4})  # yaw 0 looks along +x: just right of the centre column
+    assert cells(near_centre, np.pi / 2) == ({3}, {3, 4})  # turned left: along -z, the row above
+    assert cells(near_left, 0.0) == ({2}, {4})  # the camera's left, looking along +x, is -z
+    assert cells(near_centre, np.pi)[1] == {3}  # looking along -x
+
+
 def test_numpy_encoder_computes_the_map_channels_too(tiny_config):
+    with pytest.raises(ValueError, match="grid"):
+        NumpyPatchEncoder(GQN(tiny_config.replace(map_channels=MAP, map_layout="grid")).representation)
     model = GQN(tiny_config.replace(map_channels=MAP))
     rng = np.random.default_rng(1)
     images, viewpoints = _frames(model.config, rng, batch=1)
@@ -141,16 +166,18 @@ def test_gqn_maze_observes_the_first_r_channels_and_imagines_from_all(tiny_confi
             env.close()
 
 
-def test_the_map_key_is_the_episode_mean_of_the_map_channels(tiny_config, tmp_path):
+@pytest.mark.parametrize("layout", ["vector", "grid"])
+def test_the_map_key_is_the_episode_mean_of_the_map_channels(tiny_config, tmp_path, layout):
     plain = tmp_path / "plain.pt"
     save_checkpoint(plain, model=GQN(tiny_config))
-    add_map_head(plain, tmp_path / "map.pt", MAP)
+    add_map_head(plain, tmp_path / "map.pt", MAP, layout=layout)
+    size = MAP * (tiny_config.hidden_size**2 if layout == "grid" else 1)
     scene = {"num_rows": 2, "num_cols": 2, "map_size": 64}
     with pytest.raises(ValueError, match="needs a model with a map head"):
         gym.make("GQNMaze-v0", checkpoint=str(plain), obs_keys=("map",), **scene)
     env = gym.make("GQNMaze-v0", checkpoint=str(tmp_path / "map.pt"), obs_keys=("map", "viewpoint"), **scene)
     try:
-        assert env.observation_space["map"].shape == (MAP,)
+        assert env.observation_space["map"].shape == (size,)
         obs, _ = env.reset(seed=0)
         for action in (2, 1, 2):
             obs = env.step(action)[0]
@@ -159,7 +186,7 @@ def test_the_map_key_is_the_episode_mean_of_the_map_channels(tiny_config, tmp_pa
         episode = state.episodes[0]
         model = load_model(tmp_path / "map.pt")
         with torch.no_grad():
-            r = model.encode(np.stack(episode.images), np.stack(episode.viewpoints))  # (4, r + M, 1, 1)
+            r = model.encode(np.stack(episode.images), np.stack(episode.viewpoints))  # (4, r + size, 1, 1)
         expected = r[:, tiny_config.r_channels :].mean(dim=0).flatten().numpy()
         np.testing.assert_allclose(obs["map"], expected, rtol=1e-4, atol=1e-5)
     finally:
