@@ -76,7 +76,7 @@ def walk(env: gym.Env, seed: int, steps: int, rng: np.random.Generator) -> list[
                 "view_encoding": obs["view_encoding"],
                 "patches": obs["patches"].reshape(-1),
                 "landmarks": obs["landmarks"].reshape(-1),
-                "map": obs.get("map"),  # a model with a map head only
+                "map": obs["map"].reshape(-1) if "map" in obs else None,  # a model with a map head only
                 "viewpoint": obs["viewpoint"],
                 "pixels": np.concatenate(stack, axis=-1),  # (64, 64, 12) uint8, as VecFrameStack gives
                 "goal_visible": visible,

@@ -200,7 +200,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default=None, help="world-model checkpoint (default: the bundled model)")
     parser.add_argument("--env-id", default="GQNMazeScene-S3-v0")
-    parser.add_argument("--scenes", type=int, default=30, help="held-out scenes")
+    parser.add_argument("--scenes", type=int, default=100, help="held-out scenes")
     parser.add_argument("--steps", type=int, default=216, help="walk length; every frame is kept")
     parser.add_argument("--samples", type=int, default=8, help="prior samples for the spread")
     parser.add_argument("--mean-scenes", type=int, default=50, help="training-seed scenes of the mean top-down image")

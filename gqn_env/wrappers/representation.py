@@ -33,7 +33,8 @@ object, so a channel that responds to red remembers where the goal was seen,
 however long ago: a ``(c, 7)`` array, one row per channel, for one numpy update per step.
 Observation ``map`` (models with a map head, ``ModelConfig.map_channels`` > 0): the
 episode's mean of the map head's channels, the part of r trained to draw the maze
-from above and which ``representation`` leaves out.
+from above and which ``representation`` leaves out: a vector, or for a ``grid`` map
+head an ``(M, s, s)`` map of the floor (columns along +x, rows along +z).
 
 Imagination renders from the sum, but the model was trained on sums of at most
 ``config.context_max`` views, and an episode holds hundreds of frames. So once
@@ -404,7 +405,7 @@ class RepresentationState:
 
         ``representation`` and ``view_encoding``, ``(N, size)`` each, ``patches`` ``(N, c, g, g)``,
         ``recall`` ``(N, 3c, g, g)`` and ``landmarks`` ``(N, c, 7)`` when kept, ``map``
-        ``(N, map_size)`` for a model with a map head (a grid head's floor map flattened).
+        ``(N, M)`` or ``(N, M, s, s)`` for a model with a vector or grid map head.
         """
         slots = np.asarray(slots)
         out = {
@@ -413,7 +414,8 @@ class RepresentationState:
         }
         if self.config.map_channels:
             counts = np.maximum(self.counts[slots], 1)[:, None].astype(np.float32)
-            out["map"] = self.sums[slots, self.config.r_channels :].reshape(len(slots), -1) / counts
+            floor = self.sums[slots, self.config.r_channels :].reshape(len(slots), -1) / counts
+            out["map"] = floor.reshape(len(slots), *map_shape(self.config))
         if self.patches is not None:
             out["patches"] = self.patches[slots].copy()
         if self.keep_recall:
@@ -443,6 +445,13 @@ class RepresentationState:
         return (images.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
 
+def map_shape(config: Any) -> tuple[int, ...]:
+    """Shape of the ``map`` observation: ``(M,)`` for a vector map head, ``(M, s, s)`` for a grid one."""
+    if config.map_layout == "grid":
+        return (config.map_channels, config.hidden_size, config.hidden_size)
+    return (config.map_channels,)
+
+
 def _obs_space(env_space: spaces.Dict, state: RepresentationState, obs_keys: Sequence[str]) -> spaces.Dict:
     size = state.size
     parts = {
@@ -452,7 +461,7 @@ def _obs_space(env_space: spaces.Dict, state: RepresentationState, obs_keys: Seq
         "image": env_space["image"],
     }
     if state.config.map_channels:
-        parts["map"] = spaces.Box(-np.inf, np.inf, (state.config.map_size,), dtype=np.float32)
+        parts["map"] = spaces.Box(-np.inf, np.inf, map_shape(state.config), dtype=np.float32)
     if state.patches is not None:
         c, g, _ = state.patches.shape[1:]
         parts["patches"] = spaces.Box(-np.inf, np.inf, (c, g, g), dtype=np.float32)

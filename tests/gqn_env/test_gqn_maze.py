@@ -478,7 +478,7 @@ def test_default_gqn_maze_uses_the_bundled_model():
     config = load_world_model().config
     size = config.image_size
     keys = "['patches', 'view_encoding', 'viewpoint']"
-    assert f"{keys} ({config.representation_dim},) ({size}, {size}, 3)" in result.stdout
+    assert f"{keys} ({config.r_channels},) ({size}, {size}, 3)" in result.stdout  # the map head's are not observed
 
 
 def test_the_bundled_model_imagines_the_map_and_render_shows_it():

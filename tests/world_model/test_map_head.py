@@ -171,13 +171,14 @@ def test_the_map_key_is_the_episode_mean_of_the_map_channels(tiny_config, tmp_pa
     plain = tmp_path / "plain.pt"
     save_checkpoint(plain, model=GQN(tiny_config))
     add_map_head(plain, tmp_path / "map.pt", MAP, layout=layout)
-    size = MAP * (tiny_config.hidden_size**2 if layout == "grid" else 1)
+    side = tiny_config.hidden_size
+    shape = (MAP, side, side) if layout == "grid" else (MAP,)
     scene = {"num_rows": 2, "num_cols": 2, "map_size": 64}
     with pytest.raises(ValueError, match="needs a model with a map head"):
         gym.make("GQNMaze-v0", checkpoint=str(plain), obs_keys=("map",), **scene)
     env = gym.make("GQNMaze-v0", checkpoint=str(tmp_path / "map.pt"), obs_keys=("map", "viewpoint"), **scene)
     try:
-        assert env.observation_space["map"].shape == (size,)
+        assert env.observation_space["map"].shape == shape
         obs, _ = env.reset(seed=0)
         for action in (2, 1, 2):
             obs = env.step(action)[0]
@@ -187,7 +188,7 @@ def test_the_map_key_is_the_episode_mean_of_the_map_channels(tiny_config, tmp_pa
         model = load_model(tmp_path / "map.pt")
         with torch.no_grad():
             r = model.encode(np.stack(episode.images), np.stack(episode.viewpoints))  # (4, r + size, 1, 1)
-        expected = r[:, tiny_config.r_channels :].mean(dim=0).flatten().numpy()
+        expected = r[:, tiny_config.r_channels :].mean(dim=0).reshape(shape).numpy()
         np.testing.assert_allclose(obs["map"], expected, rtol=1e-4, atol=1e-5)
     finally:
         env.close()
