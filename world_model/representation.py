@@ -256,8 +256,13 @@ class NumpyPatchEncoder:
             self._key = key
         return self._weights
 
-    def __call__(self, images: np.ndarray, viewpoints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(N, S, S, 3)`` uint8 frames, ``(N, D)`` viewpoints -> ``(r (N, R, 1, 1), patches (N, c, g, g))``."""
+    def __call__(
+        self, images: np.ndarray, viewpoints: np.ndarray, map_head: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(N, S, S, 3)`` uint8 frames, ``(N, D)`` viewpoints -> ``(r (N, R, 1, 1), patches (N, c, g, g))``.
+
+        ``map_head=False`` leaves out a map head's channels (R is then ``r_channels``).
+        """
         w = self._current()
         n, size = images.shape[0], images.shape[1]
         p, g = self.net.patch, self.net.grid
@@ -271,7 +276,7 @@ class NumpyPatchEncoder:
         head_in = np.concatenate([patches.reshape(n, -1), viewpoints.astype(np.float32)], axis=1)
         hidden = np.maximum(head_in @ w["mix.weight"] + w["mix.bias"], 0)
         r = hidden @ w["out.weight"] + w["out.bias"]  # (N, r)
-        if "map_head.0.weight" in w:  # the map head's channels after the first head's
+        if map_head and "map_head.0.weight" in w:  # the map head's channels after the first head's
             hidden = np.maximum(head_in @ w["map_head.0.weight"] + w["map_head.0.bias"], 0)
             r = np.concatenate([r, hidden @ w["map_head.2.weight"] + w["map_head.2.bias"]], axis=1)  # (N, r + M)
         return r[:, :, None, None], patches.transpose(0, 3, 1, 2)

@@ -226,12 +226,17 @@ class RepresentationState:
         patches: bool = False,
         recall: bool = False,
         landmarks: bool = False,
+        map_key: bool = False,
     ) -> None:
         self.model = model.eval().to(device)
         self.device = torch.device(device)
         self.config = model.config
         self.sums = np.zeros((num_scenes, *self.config.representation_shape), dtype=np.float32)  # (N, C, h, w)
         self.counts = np.zeros(num_scenes, dtype=np.int64)
+        # A map head's channels are for imagination: unless observed (``map``), the per-step path
+        # leaves them out and :meth:`imagine` adds the frames not yet in them (``map_frames`` per scene).
+        self.lazy_map = bool(self.config.map_channels) and not map_key
+        self.map_frames = np.zeros(num_scenes, dtype=np.int64)
         self.last = np.zeros_like(self.sums)  # (N, C, h, w): the latest frame's encoding per scene
         # The latest frame's per-patch features, (N, c, g, g), when asked for (patch representation only).
         self.patches: np.ndarray | None = None
@@ -327,6 +332,7 @@ class RepresentationState:
             patch_map = patches[i] if self.keep_recall else None
             fresh = reset is not None and bool(reset[i])
             self.episodes[slot].append(images[i], viewpoints[i], patch_map, fresh)
+            self.map_frames[slot] = len(self.episodes[slot].images)  # torch encodes every channel
             if self.landmarks is not None:
                 self.landmarks.update(slot, patches[i : i + 1], viewpoints[i : i + 1], self.counts[slot] == 1)
 
@@ -338,20 +344,23 @@ class RepresentationState:
         """
         images, viewpoints = self._prepare(image[None], viewpoint[None])
         if self._numpy_encoder is not None:
-            r, patches = self._numpy_encoder(images, viewpoints)
+            r, patches = self._numpy_encoder(images, viewpoints, map_head=not self.lazy_map)
         else:
             r, patches = self._encode(images, viewpoints)
-        r = r[0]  # (C, h, w)
+        r = r[0]  # (C, h, w); without a lazy map head's channels, (r_channels, 1, 1)
+        width = len(r)
         if reset:
-            self.sums[slot] = r
-            self.counts[slot] = 1
-        else:
-            self.sums[slot] += r
-            self.counts[slot] += 1
-        self.last[slot] = r
+            self.sums[slot] = 0.0
+            self.counts[slot] = 0
+            self.map_frames[slot] = 0
+        self.sums[slot, :width] += r
+        self.counts[slot] += 1
+        self.last[slot, :width] = r
         if self.patches is not None:
             self.patches[slot] = patches[0]
         self.episodes[slot].append(images[0], viewpoints[0], patches[0] if self.keep_recall else None, reset)
+        if width == len(self.sums[slot]):
+            self.map_frames[slot] = len(self.episodes[slot].images)
         if self.landmarks is not None:
             self.landmarks.update(slot, patches, viewpoints, self.counts[slot] == 1)
 
@@ -365,6 +374,7 @@ class RepresentationState:
         self.sums[slot] = r.sum(axis=0)
         self.counts[slot] = len(r)
         self.last[slot] = r[-1]
+        self.map_frames[slot] = len(r)
         if self.patches is not None:
             self.patches[slot] = patches[-1]
         if self.keep_recall:
@@ -425,6 +435,20 @@ class RepresentationState:
         return out
 
     @torch.inference_mode()
+    def _complete_map(self, slot: int) -> None:
+        """Add the episode's frames that the per-step path left out of the map head's channels."""
+        episode, done = self.episodes[slot], int(self.map_frames[slot])
+        if not self.lazy_map or done >= len(episode.images):
+            return
+        images, viewpoints = np.stack(episode.images[done:]), np.stack(episode.viewpoints[done:])
+        x = torch.from_numpy(images).to(self.device).permute(0, 3, 1, 2).float().mul_(1 / 255)  # (T, 3, S, S)
+        r = self.model.representation(x, torch.from_numpy(viewpoints).to(self.device)).cpu().numpy()
+        channels = self.config.r_channels
+        self.sums[slot, channels:] += r[:, channels:].sum(axis=0)
+        self.last[slot, channels:] = r[-1, channels:]
+        self.map_frames[slot] = len(episode.images)
+
+    @torch.inference_mode()
     def imagine(self, slot: int, viewpoints: np.ndarray, seed: int = 0, sample: bool = False) -> np.ndarray:
         """Render ``(Q, 7)`` viewpoints from one slot's representation; ``(Q, S, S, 3)`` uint8.
 
@@ -434,6 +458,7 @@ class RepresentationState:
         guess and what the evaluation scores; ``sample=True`` draws latents (seeded).
         """
         vps = np.asarray(viewpoints, dtype=np.float32).reshape(-1, VIEWPOINT_DIM)
+        self._complete_map(slot)
         scaled = scale_to_context(self.sums[slot : slot + 1], self.counts[slot], self.config.context_max)
         r = torch.from_numpy(scaled).to(self.device).expand(len(vps), *self.sums.shape[1:])
         generator = torch.Generator(device=self.device).manual_seed(seed)
@@ -565,6 +590,7 @@ class GQNRepresentation(gym.Wrapper):
             patches=bool(set(PATCH_KEYS) & set(self.obs_keys)),
             recall="recall" in self.obs_keys,
             landmarks="landmarks" in self.obs_keys,
+            map_key="map" in self.obs_keys,
         )
         self.observation_space = _obs_space(env.observation_space, self.state, self.obs_keys)
         self._last_obs: dict[str, np.ndarray] | None = None
@@ -725,6 +751,7 @@ class GQNRepresentationVector(gym.vector.VectorWrapper):
             patches=bool(set(PATCH_KEYS) & set(self.obs_keys)),
             recall="recall" in self.obs_keys,
             landmarks="landmarks" in self.obs_keys,
+            map_key="map" in self.obs_keys,
         )
         self.single_observation_space = _obs_space(env.single_observation_space, self.state, self.obs_keys)
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, env.num_envs)

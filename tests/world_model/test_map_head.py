@@ -192,3 +192,31 @@ def test_the_map_key_is_the_episode_mean_of_the_map_channels(tiny_config, tmp_pa
         np.testing.assert_allclose(obs["map"], expected, rtol=1e-4, atol=1e-5)
     finally:
         env.close()
+
+
+def test_the_map_channels_are_completed_when_imagining_not_at_every_step(tiny_config, tmp_path):
+    """Unless the map key is observed, a step leaves the map head out; imagine() adds the frames it skipped."""
+    plain = tmp_path / "plain.pt"
+    save_checkpoint(plain, model=GQN(tiny_config))
+    add_map_head(plain, tmp_path / "map.pt", MAP)
+    scene = {"num_rows": 2, "num_cols": 2, "map_size": 64}
+    lazy = gym.make("GQNMaze-v0", checkpoint=str(tmp_path / "map.pt"), obs_keys=("patches", "viewpoint"), **scene)
+    eager = gym.make("GQNMaze-v0", checkpoint=str(tmp_path / "map.pt"), obs_keys=("map", "viewpoint"), **scene)
+    try:
+        for episode in range(2):  # the second episode starts the map afresh
+            for env in (lazy, eager):
+                env.reset(seed=episode)
+            for action in (2, 0, 2, 1):
+                for env in (lazy, eager):
+                    env.step(action)
+            state = lazy.get_wrapper_attr("state")
+            assert not state.sums[0, tiny_config.r_channels :].any()  # nothing of the map yet
+            pose = lazy.unwrapped.agent.pos
+            images = [env.get_wrapper_attr("imagine")([pose[0], pose[2], 0.3]) for env in (lazy, eager)]
+            np.testing.assert_array_equal(images[0], images[1])
+            full = eager.get_wrapper_attr("state").sums[0]
+            np.testing.assert_allclose(state.sums[0], full, rtol=1e-5, atol=1e-6)
+            assert state.counts[0] == 5
+    finally:
+        lazy.close()
+        eager.close()
