@@ -78,7 +78,9 @@ def test_one_encoder_pass_per_step_and_running_sum(model):
     state = env.get_wrapper_attr("state")
     numpy_encoder = state._numpy_encoder  # the per-step path of a patch network on the CPU
     assert numpy_encoder is not None
-    state._numpy_encoder = lambda images, viewpoints: calls.append(len(images)) or numpy_encoder(images, viewpoints)
+    state._numpy_encoder = lambda images, viewpoints, **kw: (
+        calls.append(len(images)) or numpy_encoder(images, viewpoints, **kw)
+    )
     try:
         obs, _ = env.reset(seed=1)
         frames = [env.unwrapped.render_obs()]
