@@ -21,6 +21,7 @@ Checkpoints saved before this layout (one flat dict) are read through
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -136,10 +137,16 @@ class ModelConfig:
         return (self.r_channels, self.hidden_size, self.hidden_size)
 
     @property
+    def map_shape(self) -> tuple[int, ...]:
+        """Shape of the map head's output per view: ``(M,)`` for a vector head, ``(M, s, s)`` for a grid one."""
+        if self.map_layout == "grid":
+            return (self.map_channels, self.hidden_size, self.hidden_size)
+        return (self.map_channels,)
+
+    @property
     def map_size(self) -> int:
         """Floats the map head adds to r per view (0 without one); a grid's are flattened."""
-        side = self.hidden_size if self.map_layout == "grid" else 1
-        return self.map_channels * side * side
+        return math.prod(self.map_shape)
 
     @property
     def representation_dim(self) -> int:

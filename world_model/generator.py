@@ -291,7 +291,7 @@ class ConvDRAW(nn.Module):
         floor = {}  # a grid map head's floor map, split from r
         if "map" in self.generator_inputs.slices:
             r, grid = r[:, : cfg.r_channels], r[:, cfg.r_channels :]
-            floor["map"] = grid.reshape(b, cfg.map_channels, s, s)
+            floor["map"] = grid.reshape(b, *cfg.map_shape)  # (B, M, s, s)
         gen_inputs = self.generator_inputs
         gen_parts = gen_inputs.parts(v=viewpoints, r=r, **floor, **self._view_inputs(view, viewpoints))
         gen_fixed = [c.fixed_gates(gen_parts, mask) for c in self.generator_cores]

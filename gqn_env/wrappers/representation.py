@@ -425,7 +425,7 @@ class RepresentationState:
         if self.config.map_channels:
             counts = np.maximum(self.counts[slots], 1)[:, None].astype(np.float32)
             floor = self.sums[slots, self.config.r_channels :].reshape(len(slots), -1) / counts
-            out["map"] = floor.reshape(len(slots), *map_shape(self.config))
+            out["map"] = floor.reshape(len(slots), *self.config.map_shape)
         if self.patches is not None:
             out["patches"] = self.patches[slots].copy()
         if self.keep_recall:
@@ -440,9 +440,7 @@ class RepresentationState:
         episode, done = self.episodes[slot], int(self.map_frames[slot])
         if not self.lazy_map or done >= len(episode.images):
             return
-        images, viewpoints = np.stack(episode.images[done:]), np.stack(episode.viewpoints[done:])
-        x = torch.from_numpy(images).to(self.device).permute(0, 3, 1, 2).float().mul_(1 / 255)  # (T, 3, S, S)
-        r = self.model.representation(x, torch.from_numpy(viewpoints).to(self.device)).cpu().numpy()
+        r, _ = self._encode(np.stack(episode.images[done:]), np.stack(episode.viewpoints[done:]))  # (T, C, h, w)
         channels = self.config.r_channels
         self.sums[slot, channels:] += r[:, channels:].sum(axis=0)
         self.last[slot, channels:] = r[-1, channels:]
@@ -470,13 +468,6 @@ class RepresentationState:
         return (images.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
 
-def map_shape(config: Any) -> tuple[int, ...]:
-    """Shape of the ``map`` observation: ``(M,)`` for a vector map head, ``(M, s, s)`` for a grid one."""
-    if config.map_layout == "grid":
-        return (config.map_channels, config.hidden_size, config.hidden_size)
-    return (config.map_channels,)
-
-
 def _obs_space(env_space: spaces.Dict, state: RepresentationState, obs_keys: Sequence[str]) -> spaces.Dict:
     size = state.size
     parts = {
@@ -486,7 +477,7 @@ def _obs_space(env_space: spaces.Dict, state: RepresentationState, obs_keys: Seq
         "image": env_space["image"],
     }
     if state.config.map_channels:
-        parts["map"] = spaces.Box(-np.inf, np.inf, map_shape(state.config), dtype=np.float32)
+        parts["map"] = spaces.Box(-np.inf, np.inf, state.config.map_shape, dtype=np.float32)
     if state.patches is not None:
         c, g, _ = state.patches.shape[1:]
         parts["patches"] = spaces.Box(-np.inf, np.inf, (c, g, g), dtype=np.float32)
