@@ -76,10 +76,14 @@ class StateOracle(gym.ObservationWrapper):
     def observation(self, observation: dict) -> np.ndarray:
         """The privileged state of the scene after this step."""
         scene = self.env.unwrapped
-        walls = privileged.obstacle_distances(scene, RAY_ANGLES, max_distance=2 * scene.room_size) / scene.room_size
         self._seen, goal, known = goal_state(scene, self.goal, self._seen)
         flag = [] if self.goal == "always" else [float(known)]
-        return np.concatenate([observation["viewpoint"], goal, walls, flag]).astype(np.float32)
+        return np.concatenate([observation["viewpoint"], goal, free_distances(scene), flag]).astype(np.float32)
+
+
+def free_distances(scene) -> np.ndarray:
+    """Free distance to the nearest wall or object along each of :data:`RAY_ANGLES` (room sides, clipped to 2)."""
+    return privileged.obstacle_distances(scene, RAY_ANGLES, max_distance=2 * scene.room_size) / scene.room_size
 
 
 def goal_state(scene, mode: str, seen: bool) -> tuple[bool, np.ndarray, bool]:
@@ -129,3 +133,24 @@ class PrivilegedGoal(gym.ObservationWrapper):
         """The observation with ``oracle_goal`` added."""
         self._seen, goal, known = goal_state(self.env.unwrapped, self.goal, self._seen)
         return {**observation, "oracle_goal": np.append(goal, float(known)).astype(np.float32)}
+
+
+class PrivilegedRays(gym.ObservationWrapper):
+    """Add the oracle's free distances along 8 rays to a Dict observation (key ``oracle_rays``): a diagnostic.
+
+    For asking how much of the perception oracle's lead over a policy on
+    GQNMaze's observation comes from seeing obstacles all round (behind and
+    beside the agent too, where no camera looks): :class:`StateOracle`'s ray
+    fields (:func:`free_distances`). Not an agent anyone would deploy.
+    """
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        if not isinstance(env.observation_space, spaces.Dict):
+            raise ValueError(f"PrivilegedRays wraps an env observing a Dict, got {env.observation_space}")
+        rays = spaces.Box(0.0, 2.0, (len(RAY_ANGLES),), dtype=np.float32)
+        self.observation_space = spaces.Dict({**env.observation_space.spaces, "oracle_rays": rays})
+
+    def observation(self, observation: dict) -> dict:
+        """The observation with ``oracle_rays`` added."""
+        return {**observation, "oracle_rays": free_distances(self.env.unwrapped).astype(np.float32)}

@@ -101,6 +101,7 @@ def make_vec_env(
     frame_stack: int = 1,
     goal_landmark: bool = False,
     oracle_goal: str | None = None,
+    oracle_rays: bool = False,
     plain_keys: tuple[str, ...] = (),
 ) -> VecEnv:
     """A DummyVecEnv of monitored envs for ``obs_type`` (see the module docstring).
@@ -123,7 +124,9 @@ def make_vec_env(
 
     ``oracle_goal`` (GQN types; a diagnostic): add the goal's privileged position,
     known as that :data:`agents.oracle.GOAL_MODES` entry says
-    (:class:`agents.oracle.PrivilegedGoal`).
+    (:class:`agents.oracle.PrivilegedGoal`). ``oracle_rays`` (GQN types; a
+    diagnostic): add the oracle's free distances along 8 rays
+    (:class:`agents.oracle.PrivilegedRays`).
 
     ``plain_keys`` (GQN types): observation keys left out of the standardisation.
     """
@@ -131,6 +134,8 @@ def make_vec_env(
         raise ValueError(f"obs_type must be one of {OBS_TYPES}, got {obs_type!r}")
     if oracle_goal is not None and obs_type not in GQN_TYPES:
         raise ValueError(f"oracle_goal is for the GQN types, got {obs_type!r}")
+    if oracle_rays and obs_type not in GQN_TYPES:
+        raise ValueError(f"oracle_rays is for the GQN types, got {obs_type!r}")
     if goal_landmark and obs_type not in ("gqn", "gqn_lstm"):
         raise ValueError(f"goal_landmark is for the gqn and gqn_lstm types, got {obs_type!r}")
     kwargs = dict(env_kwargs or {})
@@ -148,6 +153,10 @@ def make_vec_env(
             from agents.oracle import PrivilegedGoal
 
             env = PrivilegedGoal(env, goal=oracle_goal)
+        if oracle_rays:
+            from agents.oracle import PrivilegedRays
+
+            env = PrivilegedRays(env)
         return env
 
     def factory(i: int) -> Callable[[], gym.Env]:

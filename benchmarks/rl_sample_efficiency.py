@@ -94,6 +94,7 @@ def run(variant: str, seed: int, args: argparse.Namespace) -> dict:
             frame_stack=args.gqn_stack,
             goal_landmark=args.gqn_goal_landmark,
             oracle_goal=args.gqn_oracle_goal,
+            oracle_rays=args.gqn_oracle_rays,
             plain_keys=tuple(args.gqn_plain_keys),
         )
     elif variant in ORACLE_TYPES:
@@ -185,6 +186,7 @@ VARIANT_SETTINGS = {
     "select_sharpness": ("gqn", "gqn_online", "gqn_lstm"),
     "gqn_goal_landmark": ("gqn", "gqn_lstm"),
     "gqn_oracle_goal": ("gqn", "gqn_lstm"),
+    "gqn_oracle_rays": ("gqn", "gqn_lstm"),
     "gqn_plain_keys": ("gqn", "gqn_lstm"),
     "gqn_map_channels": ("gqn", "gqn_online", "gqn_lstm"),
     "gqn_map_norm": ("gqn", "gqn_online", "gqn_lstm"),
@@ -210,6 +212,7 @@ LATER_DEFAULTS = {
     "select_sharpness": 1.0,
     "gqn_goal_landmark": False,
     "gqn_oracle_goal": None,
+    "gqn_oracle_rays": False,
     "gqn_plain_keys": [],
     "gqn_map_channels": 32,
     "gqn_map_norm": "none",
@@ -436,6 +439,12 @@ def main() -> None:
         choices=GOAL_MODES,
         default=None,
         help="a diagnostic: add the goal's privileged position to the gqn observation (agents.oracle.PrivilegedGoal)",
+    )
+    parser.add_argument(
+        "--gqn-oracle-rays",
+        action="store_true",
+        help="a diagnostic: add the oracle's free distances along 8 rays to the gqn observation "
+        "(agents.oracle.PrivilegedRays)",
     )
     parser.add_argument(
         "--gqn-plain-keys",

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from agents.features import GQNMazeExtractor
-from agents.oracle import GOAL_MODES, RAY_ANGLES, PrivilegedGoal, StateOracle
+from agents.oracle import GOAL_MODES, RAY_ANGLES, PrivilegedGoal, PrivilegedRays, StateOracle
 from agents.rl import PPO_SETTINGS, make_agent, make_vec_env
 from gqn_env.envs import privileged
 
@@ -104,6 +104,31 @@ def test_privileged_goal_adds_the_oracles_goal_fields_to_a_dict_observation():
         PrivilegedGoal(gym.make("GQNMazeScene-v0", **TINY_SCENE), goal="sometimes")
     with pytest.raises(ValueError, match="oracle_goal"):
         make_vec_env("pixels", "GQNMazeScene-v0", 1, seed=0, env_kwargs=TINY_SCENE, oracle_goal="always")
+
+
+def test_privileged_rays_adds_the_oracles_free_distances_to_a_dict_observation():
+    oracle = StateOracle(gym.make("GQNMazeScene-v0", **TINY_SCENE))
+    added = PrivilegedRays(gym.make("GQNMazeScene-v0", **TINY_SCENE))
+    rays = slice(12, 12 + len(RAY_ANGLES))
+    try:
+        reference, _ = oracle.reset(seed=5)
+        obs, _ = added.reset(seed=5)
+        assert set(obs) == {*added.env.observation_space.spaces, "oracle_rays"}
+        seen = []
+        for action in [2, 2, 2, 0, 2, 2, 1, 1, 2, 2]:
+            assert added.observation_space.contains(obs)
+            np.testing.assert_array_equal(obs["oracle_rays"], reference[rays])
+            seen.append(obs["oracle_rays"])
+            reference, *_ = oracle.step(action)
+            obs, *_ = added.step(action)
+        assert np.ptp(np.stack(seen), axis=0).max() > 0  # the distances follow the agent
+    finally:
+        oracle.close()
+        added.close()
+    with pytest.raises(ValueError, match="Dict"):
+        PrivilegedRays(StateOracle(gym.make("GQNMazeScene-v0", **TINY_SCENE)))
+    with pytest.raises(ValueError, match="oracle_rays"):
+        make_vec_env("state_oracle", "GQNMazeScene-v0", 1, seed=0, env_kwargs=TINY_SCENE, oracle_rays=True)
 
 
 def test_extractor_gives_each_key_its_network_and_keeps_where_in_the_map():
