@@ -144,6 +144,11 @@ class ModelConfig:
         return (self.map_channels,)
 
     @property
+    def grid_map(self) -> bool:
+        """Whether the model has a ``grid`` map head, whose output is a floor map rather than part of the vector r."""
+        return bool(self.map_channels) and self.map_layout == "grid"
+
+    @property
     def map_size(self) -> int:
         """Floats the map head adds to r per view (0 without one); a grid's are flattened."""
         return math.prod(self.map_shape)

@@ -222,7 +222,7 @@ class ConvDRAW(nn.Module):
         hid, z, r, d, k = (
             config.hidden_channels,
             config.z_channels,
-            config.r_channels + (config.map_channels if config.map_layout == "vector" else 0),  # r, a vector
+            config.r_channels + (0 if config.grid_map else config.map_channels),  # r, a vector
             config.viewpoint_dim,
             config.core_kernel_size,
         )
@@ -231,7 +231,7 @@ class ConvDRAW(nn.Module):
         self.view_embed = nn.Linear(3 * config.downsample**2, view) if view else None  # one patch -> V
         view_inputs = (("view", view), ("view_offset", d)) if view else ()
         # A grid map head's sum over views: a floor map (M, s, s), an input of its own.
-        grid = (("map", config.map_channels),) if config.map_channels and config.map_layout == "grid" else ()
+        grid = (("map", config.map_channels),) if config.grid_map else ()
         self.generator_inputs = ChannelLayout(("z", z), ("v", d), ("r", r), *grid, *view_inputs)
         gen_in = self.generator_inputs.channels
         self.generator_cores = nn.ModuleList(ConvLSTMCell(gen_in, hid, k) for _ in range(cores))

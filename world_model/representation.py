@@ -182,7 +182,7 @@ class PatchRepresentation(nn.Module):
         self.out = nn.Linear(c, config.r_channels)
         self.map_head: nn.Module | None = None
         self.map_grid = 0  # side of the floor grid of a ``grid`` map head
-        if config.map_channels and config.map_layout == "grid":
+        if config.grid_map:
             self.map_grid = config.hidden_size
             self.map_head = nn.Linear(self.grid * self.grid * c, config.map_channels * self.map_grid**2)
         elif config.map_channels:
