@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from stable_baselines3.common.callbacks import CallbackList
+from stable_baselines3.common.torch_layers import CombinedExtractor
 
 import gqn_env  # noqa: F401
 from agents.features import MAP_NORMS
@@ -137,7 +138,20 @@ def run(variant: str, seed: int, args: argparse.Namespace) -> dict:
 
 
 def gqn_policy_kwargs(args: argparse.Namespace) -> dict:
-    """SB3 ``policy_kwargs`` of a GQN agent: its extractor's options and the policy's head layout."""
+    """SB3 ``policy_kwargs`` of a GQN agent: its extractor's options and the policy's head layout.
+
+    ``--gqn-extractor flat`` reads the observation with SB3's ``CombinedExtractor``
+    instead: every key flattened and concatenated, no layer of its own, so the policy
+    and value heads read the (standardised) features directly, as the oracle
+    agents' ``MlpPolicy`` reads its state.
+    """
+    if args.gqn_extractor == "flat":
+        if args.gqn_plain_keys or args.gqn_map_norm != "none":
+            raise ValueError("--gqn-plain-keys and --gqn-map-norm are options of GQNMazeExtractor, not of flat")
+        kwargs = {"features_extractor_class": CombinedExtractor, "share_features_extractor": args.gqn_share_extractor}
+        if args.gqn_net_arch is not None:
+            kwargs["net_arch"] = list(args.gqn_net_arch)
+        return kwargs
     extractor = {
         "select_sharpness": args.select_sharpness,
         "plain_keys": tuple(args.gqn_plain_keys),
@@ -192,6 +206,7 @@ VARIANT_SETTINGS = {
     "gqn_map_norm": ("gqn", "gqn_online", "gqn_lstm"),
     "gqn_share_extractor": ("gqn", "gqn_online"),
     "gqn_net_arch": ("gqn", "gqn_online"),
+    "gqn_extractor": ("gqn", "gqn_online", "gqn_lstm"),
     "wm_updates": ("gqn_online",),
     "pixel_size": BASELINES,
 }
@@ -218,6 +233,7 @@ LATER_DEFAULTS = {
     "gqn_map_norm": "none",
     "gqn_share_extractor": True,
     "gqn_net_arch": None,
+    "gqn_extractor": "gqn",
 }
 
 
@@ -470,6 +486,13 @@ def main() -> None:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="gqn, gqn_online: one features extractor for policy and value (SB3's default), or one each",
+    )
+    parser.add_argument(
+        "--gqn-extractor",
+        choices=("gqn", "flat"),
+        default="gqn",
+        help="GQN variants: how the policy reads the observation: agents.features.GQNMazeExtractor "
+        "(a network per key) or flat (SB3's CombinedExtractor: every key flattened, read by the heads directly)",
     )
     parser.add_argument(
         "--gqn-net-arch",

@@ -3,6 +3,7 @@
 import argparse
 import json
 
+import numpy as np
 import pytest
 
 from benchmarks import rl_sample_efficiency as bench
@@ -214,6 +215,7 @@ def test_gqn_head_options_reach_the_policy_and_tell_runs_apart():
         gqn_map_norm="layer",
         gqn_share_extractor=False,
         gqn_net_arch=[32, 16],
+        gqn_extractor="gqn",
     )
     policy = make_agent(
         "gqn", venv, {"n_steps": 32, "batch_size": 32}, policy_kwargs=bench.gqn_policy_kwargs(args)
@@ -231,3 +233,40 @@ def test_gqn_head_options_reach_the_policy_and_tell_runs_apart():
     assert bench.same_run({"steps": 100}, {"steps": 100, "gqn_map_norm": "none"}, "gqn")
     assert not bench.same_run({"steps": 100}, {"steps": 100, "gqn_map_norm": "layer"}, "gqn")
     assert bench.same_run({"steps": 100}, {"steps": 100, "gqn_net_arch": [256, 256]}, "pixels")
+
+
+def test_flat_extractor_gives_the_heads_the_flattened_observation():
+    import torch
+    from stable_baselines3.common.torch_layers import CombinedExtractor
+
+    from agents.rl import make_agent, make_vec_env
+    from world_model import GQN, GQNConfig
+
+    scene = {"num_rows": 2, "num_cols": 2, "max_episode_steps": 20, "map_size": 32, "image_size": 16}
+    venv = make_vec_env(
+        "gqn", "GQNMazeScene-v0", 1, 0, GQN(GQNConfig.tiny()), {**scene, "obs_keys": ("patches", "viewpoint")}
+    )
+    args = argparse.Namespace(
+        select_sharpness=1.0,
+        gqn_plain_keys=[],
+        gqn_map_channels=32,
+        gqn_map_norm="none",
+        gqn_share_extractor=True,
+        gqn_net_arch=None,
+        gqn_extractor="flat",
+    )
+    policy = make_agent(
+        "gqn", venv, {"n_steps": 32, "batch_size": 32}, policy_kwargs=bench.gqn_policy_kwargs(args)
+    ).policy
+    widths = {k: int(np.prod(space.shape)) for k, space in venv.observation_space.spaces.items()}
+    venv.close()
+    assert isinstance(policy.features_extractor, CombinedExtractor)
+    assert policy.features_extractor.features_dim == widths["patches"] + widths["viewpoint"]
+    first = next(m for m in policy.mlp_extractor.policy_net if isinstance(m, torch.nn.Linear))
+    assert first.in_features == widths["patches"] + widths["viewpoint"]  # no layer between them
+    with pytest.raises(ValueError, match="GQNMazeExtractor"):
+        bench.gqn_policy_kwargs(argparse.Namespace(**{**vars(args), "gqn_plain_keys": ["patches"]}))
+    # Runs saved before the option read the observation with GQNMazeExtractor.
+    assert bench.same_run({"steps": 100}, {"steps": 100, "gqn_extractor": "gqn"}, "gqn")
+    assert not bench.same_run({"steps": 100}, {"steps": 100, "gqn_extractor": "flat"}, "gqn")
+    assert bench.same_run({"steps": 100}, {"steps": 100, "gqn_extractor": "flat"}, "pixels")
