@@ -17,7 +17,10 @@ key's space (as SB3's ``CombinedExtractor`` keeps a ``ModuleDict``):
   without first learning to ignore the other 63;
 * a vector (``representation``, ``view_encoding``, ``viewpoint``): LayerNorm then a
   linear layer with ReLU; LayerNorm puts every key on one scale whatever the
-  world model's output range, with no running statistics to carry around;
+  world model's output range, with no running statistics to carry around. With
+  ``vector_reading="raw"`` a vector goes to the heads as it is (already
+  standardised by ``VecNormalize``, as the agents of :mod:`agents.rl` have it),
+  the way ``MlpPolicy`` reads a state vector;
 * an image (``image``, uint8): SB3's ``NatureCNN``.
 
 The outputs are concatenated; the policy and value heads sit on top as usual.
@@ -33,6 +36,8 @@ from torch import nn
 
 #: How :class:`GQNMazeExtractor` scales a spatial map before its convolutions.
 MAP_NORMS = ("none", "layer")
+#: How :class:`GQNMazeExtractor` reads a vector key: its own layer, or as it is.
+VECTOR_READINGS = ("layer", "raw")
 
 
 class RecordSelect(nn.Module):
@@ -79,6 +84,8 @@ class GQNMazeExtractor(BaseFeaturesExtractor):
             inputs already on a fixed scale, such as the oracle's goal fields).
         map_norm: ``"none"``: a spatial map goes into its convolutions as it is;
             ``"layer"``: through a LayerNorm over ``(C, h, w)`` first.
+        vector_reading: ``"layer"``: each vector key through (LayerNorm and) a linear
+            layer of ``vector_features`` with ReLU; ``"raw"``: passed on unchanged.
     """
 
     def __init__(
@@ -89,9 +96,12 @@ class GQNMazeExtractor(BaseFeaturesExtractor):
         select_sharpness: float = 1.0,
         plain_keys: tuple[str, ...] = (),
         map_norm: str = "none",
+        vector_reading: str = "layer",
     ) -> None:
         if map_norm not in MAP_NORMS:
             raise ValueError(f"map_norm must be one of {MAP_NORMS}, got {map_norm!r}")
+        if vector_reading not in VECTOR_READINGS:
+            raise ValueError(f"vector_reading must be one of {VECTOR_READINGS}, got {vector_reading!r}")
         if not isinstance(observation_space, gym.spaces.Dict):
             raise ValueError(f"GQNMazeExtractor needs a Dict observation space, got {observation_space}")
         nets: dict[str, nn.Module] = {}
@@ -118,6 +128,9 @@ class GQNMazeExtractor(BaseFeaturesExtractor):
             elif len(space.shape) == 2:  # (n, f) records
                 nets[key] = RecordSelect(*space.shape, sharpness=select_sharpness)
                 total += nets[key].out_features
+            elif len(space.shape) == 1 and vector_reading == "raw":
+                nets[key] = nn.Identity()
+                total += space.shape[0]
             elif len(space.shape) == 1:
                 norm = nn.Identity() if key in plain_keys else nn.LayerNorm(space.shape[0])
                 nets[key] = nn.Sequential(norm, nn.Linear(space.shape[0], vector_features), nn.ReLU())

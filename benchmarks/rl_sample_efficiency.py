@@ -50,7 +50,7 @@ from stable_baselines3.common.callbacks import CallbackList
 from stable_baselines3.common.torch_layers import CombinedExtractor
 
 import gqn_env  # noqa: F401
-from agents.features import MAP_NORMS
+from agents.features import MAP_NORMS, VECTOR_READINGS
 from agents.goal_landmark import GoalLandmark
 from agents.oracle import GOAL_MODES
 from agents.rl import (
@@ -146,8 +146,10 @@ def gqn_policy_kwargs(args: argparse.Namespace) -> dict:
     agents' ``MlpPolicy`` reads its state.
     """
     if args.gqn_extractor == "flat":
-        if args.gqn_plain_keys or args.gqn_map_norm != "none":
-            raise ValueError("--gqn-plain-keys and --gqn-map-norm are options of GQNMazeExtractor, not of flat")
+        if args.gqn_plain_keys or args.gqn_map_norm != "none" or args.gqn_vector_reading != "layer":
+            raise ValueError(
+                "--gqn-plain-keys, --gqn-map-norm and --gqn-vector-reading are options of GQNMazeExtractor, not of flat"
+            )
         kwargs = {"features_extractor_class": CombinedExtractor, "share_features_extractor": args.gqn_share_extractor}
         if args.gqn_net_arch is not None:
             kwargs["net_arch"] = list(args.gqn_net_arch)
@@ -157,6 +159,7 @@ def gqn_policy_kwargs(args: argparse.Namespace) -> dict:
         "plain_keys": tuple(args.gqn_plain_keys),
         "map_channels": args.gqn_map_channels,
         "map_norm": args.gqn_map_norm,
+        "vector_reading": args.gqn_vector_reading,
     }
     kwargs = {"features_extractor_kwargs": extractor, "share_features_extractor": args.gqn_share_extractor}
     if args.gqn_net_arch is not None:
@@ -207,6 +210,7 @@ VARIANT_SETTINGS = {
     "gqn_share_extractor": ("gqn", "gqn_online"),
     "gqn_net_arch": ("gqn", "gqn_online"),
     "gqn_extractor": ("gqn", "gqn_online", "gqn_lstm"),
+    "gqn_vector_reading": ("gqn", "gqn_online", "gqn_lstm"),
     "wm_updates": ("gqn_online",),
     "pixel_size": BASELINES,
 }
@@ -234,6 +238,7 @@ LATER_DEFAULTS = {
     "gqn_share_extractor": True,
     "gqn_net_arch": None,
     "gqn_extractor": "gqn",
+    "gqn_vector_reading": "layer",
 }
 
 
@@ -493,6 +498,12 @@ def main() -> None:
         default="gqn",
         help="GQN variants: how the policy reads the observation: agents.features.GQNMazeExtractor "
         "(a network per key) or flat (SB3's CombinedExtractor: every key flattened, read by the heads directly)",
+    )
+    parser.add_argument(
+        "--gqn-vector-reading",
+        choices=VECTOR_READINGS,
+        default="layer",
+        help="GQN variants: each vector key through a layer of its own (layer) or straight to the heads (raw)",
     )
     parser.add_argument(
         "--gqn-net-arch",

@@ -157,6 +157,18 @@ def test_extractor_reads_plain_keys_without_layer_norm():
         assert not torch.allclose(extractor.nets["b"](x), extractor.nets["b"](y))
 
 
+def test_extractor_raw_vector_reading_passes_vectors_on_unchanged_beside_the_map_encoding():
+    torch.manual_seed(0)
+    extractor = GQNMazeExtractor(_space(), map_channels=4, vector_reading="raw")
+    assert extractor.features_dim == 4 * 2 * 2 + 5  # the map's encoding, then the 5 raw fields
+    obs = {"patches": torch.rand(3, 8, 2, 2), "representation": torch.randn(3, 5)}
+    out = extractor(obs)
+    assert torch.equal(out[:, 16:], obs["representation"])
+    assert not any(p.requires_grad for p in extractor.nets["representation"].parameters())
+    with pytest.raises(ValueError, match="vector_reading"):
+        GQNMazeExtractor(_space(), vector_reading="mlp")
+
+
 def test_extractor_map_layer_norm_reads_a_map_at_any_scale():
     """With ``map_norm="layer"`` a map and the same map scaled 100x give the same features;
     without it the tiny map gives features close to the empty map's."""

@@ -216,6 +216,7 @@ def test_gqn_head_options_reach_the_policy_and_tell_runs_apart():
         gqn_share_extractor=False,
         gqn_net_arch=[32, 16],
         gqn_extractor="gqn",
+        gqn_vector_reading="layer",
     )
     policy = make_agent(
         "gqn", venv, {"n_steps": 32, "batch_size": 32}, policy_kwargs=bench.gqn_policy_kwargs(args)
@@ -254,6 +255,7 @@ def test_flat_extractor_gives_the_heads_the_flattened_observation():
         gqn_share_extractor=True,
         gqn_net_arch=None,
         gqn_extractor="flat",
+        gqn_vector_reading="layer",
     )
     policy = make_agent(
         "gqn", venv, {"n_steps": 32, "batch_size": 32}, policy_kwargs=bench.gqn_policy_kwargs(args)
@@ -270,3 +272,5 @@ def test_flat_extractor_gives_the_heads_the_flattened_observation():
     assert bench.same_run({"steps": 100}, {"steps": 100, "gqn_extractor": "gqn"}, "gqn")
     assert not bench.same_run({"steps": 100}, {"steps": 100, "gqn_extractor": "flat"}, "gqn")
     assert bench.same_run({"steps": 100}, {"steps": 100, "gqn_extractor": "flat"}, "pixels")
+    assert bench.same_run({"steps": 100}, {"steps": 100, "gqn_vector_reading": "layer"}, "gqn")
+    assert not bench.same_run({"steps": 100}, {"steps": 100, "gqn_vector_reading": "raw"}, "gqn")
