@@ -150,18 +150,17 @@ def gqn_policy_kwargs(args: argparse.Namespace) -> dict:
             raise ValueError(
                 "--gqn-plain-keys, --gqn-map-norm and --gqn-vector-reading are options of GQNMazeExtractor, not of flat"
             )
-        kwargs = {"features_extractor_class": CombinedExtractor, "share_features_extractor": args.gqn_share_extractor}
-        if args.gqn_net_arch is not None:
-            kwargs["net_arch"] = list(args.gqn_net_arch)
-        return kwargs
-    extractor = {
-        "select_sharpness": args.select_sharpness,
-        "plain_keys": tuple(args.gqn_plain_keys),
-        "map_channels": args.gqn_map_channels,
-        "map_norm": args.gqn_map_norm,
-        "vector_reading": args.gqn_vector_reading,
-    }
-    kwargs = {"features_extractor_kwargs": extractor, "share_features_extractor": args.gqn_share_extractor}
+        kwargs: dict = {"features_extractor_class": CombinedExtractor}
+    else:
+        extractor = {
+            "select_sharpness": args.select_sharpness,
+            "plain_keys": tuple(args.gqn_plain_keys),
+            "map_channels": args.gqn_map_channels,
+            "map_norm": args.gqn_map_norm,
+            "vector_reading": args.gqn_vector_reading,
+        }
+        kwargs = {"features_extractor_kwargs": extractor}
+    kwargs["share_features_extractor"] = args.gqn_share_extractor
     if args.gqn_net_arch is not None:
         kwargs["net_arch"] = list(args.gqn_net_arch)
     return kwargs

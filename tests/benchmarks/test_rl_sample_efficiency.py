@@ -197,30 +197,42 @@ def test_runs_saved_before_gqn_normalize_existed_were_normalised():
     assert bench.same_run({"steps": 100}, {"steps": 100, "gqn_normalize": False}, "pixels")
 
 
+def _tiny_gqn_venv():
+    from agents.rl import make_vec_env
+    from world_model import GQN, GQNConfig
+
+    scene = {"num_rows": 2, "num_cols": 2, "max_episode_steps": 20, "map_size": 32, "image_size": 16}
+    return make_vec_env(
+        "gqn", "GQNMazeScene-v0", 1, 0, GQN(GQNConfig.tiny()), {**scene, "obs_keys": ("patches", "viewpoint")}
+    )
+
+
+def _head_args(**overrides):
+    """The GQN head options at their defaults (``LATER_DEFAULTS``), with ``overrides``."""
+    return argparse.Namespace(**{**bench.LATER_DEFAULTS, **overrides})
+
+
+def _policy(venv, args):
+    from agents.rl import make_agent
+
+    return make_agent(
+        "gqn", venv, {"n_steps": 32, "batch_size": 32}, policy_kwargs=bench.gqn_policy_kwargs(args)
+    ).policy
+
+
 def test_gqn_head_options_reach_the_policy_and_tell_runs_apart():
     import torch
 
-    from agents.rl import make_agent, make_vec_env
-    from world_model import GQN, GQNConfig
-
     torch.manual_seed(0)
-    scene = {"num_rows": 2, "num_cols": 2, "max_episode_steps": 20, "map_size": 32, "image_size": 16}
-    venv = make_vec_env(
-        "gqn", "GQNMazeScene-v0", 1, 0, GQN(GQNConfig.tiny()), {**scene, "obs_keys": ("patches", "viewpoint")}
-    )
-    args = argparse.Namespace(
-        select_sharpness=1.0,
+    venv = _tiny_gqn_venv()
+    args = _head_args(
         gqn_plain_keys=["patches"],
         gqn_map_channels=4,
         gqn_map_norm="layer",
         gqn_share_extractor=False,
         gqn_net_arch=[32, 16],
-        gqn_extractor="gqn",
-        gqn_vector_reading="layer",
     )
-    policy = make_agent(
-        "gqn", venv, {"n_steps": 32, "batch_size": 32}, policy_kwargs=bench.gqn_policy_kwargs(args)
-    ).policy
+    policy = _policy(venv, args)
     venv.close()
     assert policy.pi_features_extractor is not policy.vf_features_extractor
     assert isinstance(policy.pi_features_extractor.nets["patches"][0], torch.nn.LayerNorm)
@@ -240,26 +252,9 @@ def test_flat_extractor_gives_the_heads_the_flattened_observation():
     import torch
     from stable_baselines3.common.torch_layers import CombinedExtractor
 
-    from agents.rl import make_agent, make_vec_env
-    from world_model import GQN, GQNConfig
-
-    scene = {"num_rows": 2, "num_cols": 2, "max_episode_steps": 20, "map_size": 32, "image_size": 16}
-    venv = make_vec_env(
-        "gqn", "GQNMazeScene-v0", 1, 0, GQN(GQNConfig.tiny()), {**scene, "obs_keys": ("patches", "viewpoint")}
-    )
-    args = argparse.Namespace(
-        select_sharpness=1.0,
-        gqn_plain_keys=[],
-        gqn_map_channels=32,
-        gqn_map_norm="none",
-        gqn_share_extractor=True,
-        gqn_net_arch=None,
-        gqn_extractor="flat",
-        gqn_vector_reading="layer",
-    )
-    policy = make_agent(
-        "gqn", venv, {"n_steps": 32, "batch_size": 32}, policy_kwargs=bench.gqn_policy_kwargs(args)
-    ).policy
+    venv = _tiny_gqn_venv()
+    args = _head_args(gqn_extractor="flat")
+    policy = _policy(venv, args)
     widths = {k: int(np.prod(space.shape)) for k, space in venv.observation_space.spaces.items()}
     venv.close()
     assert isinstance(policy.features_extractor, CombinedExtractor)
@@ -267,7 +262,7 @@ def test_flat_extractor_gives_the_heads_the_flattened_observation():
     first = next(m for m in policy.mlp_extractor.policy_net if isinstance(m, torch.nn.Linear))
     assert first.in_features == widths["patches"] + widths["viewpoint"]  # no layer between them
     with pytest.raises(ValueError, match="GQNMazeExtractor"):
-        bench.gqn_policy_kwargs(argparse.Namespace(**{**vars(args), "gqn_plain_keys": ["patches"]}))
+        bench.gqn_policy_kwargs(_head_args(gqn_extractor="flat", gqn_plain_keys=["patches"]))
     # Runs saved before the option read the observation with GQNMazeExtractor.
     assert bench.same_run({"steps": 100}, {"steps": 100, "gqn_extractor": "gqn"}, "gqn")
     assert not bench.same_run({"steps": 100}, {"steps": 100, "gqn_extractor": "flat"}, "gqn")
