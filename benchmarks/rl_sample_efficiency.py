@@ -50,6 +50,7 @@ from stable_baselines3.common.callbacks import CallbackList
 from stable_baselines3.common.torch_layers import CombinedExtractor
 
 import gqn_env  # noqa: F401
+from agents.auxiliary import ForwardPrediction
 from agents.features import MAP_NORMS, VECTOR_READINGS
 from agents.goal_landmark import GoalLandmark
 from agents.oracle import GOAL_MODES
@@ -73,7 +74,7 @@ from world_model.atomic import atomic_path
 
 def run(variant: str, seed: int, args: argparse.Namespace) -> dict:
     torch.manual_seed(seed)
-    scene = {"max_episode_steps": args.episode_steps}
+    scene = {"max_episode_steps": args.episode_steps, "objects_per_room": args.objects_per_room}
     gqn_kwargs = {**scene, "obs_keys": args.gqn_obs}
     callbacks = [SuccessCurve()]
     if variant == "gqn_online":
@@ -102,6 +103,8 @@ def run(variant: str, seed: int, args: argparse.Namespace) -> dict:
         venv = make_vec_env(variant, args.env_id, args.num_envs, seed, None, scene)
     else:
         venv = make_vec_env(variant, args.env_id, args.num_envs, seed, None, {**scene, "image_size": args.pixel_size})
+    if args.gqn_forward_aux and variant in ("gqn", "gqn_online"):
+        callbacks.append(ForwardPrediction())
     extra = {"policy_kwargs": gqn_policy_kwargs(args)} if variant in ("gqn", "gqn_online", "gqn_lstm") else {}
     if variant == "gqn_lstm":  # RecurrentPPO's policy has its own head layout
         for key in ("share_features_extractor", "net_arch"):
@@ -116,6 +119,9 @@ def run(variant: str, seed: int, args: argparse.Namespace) -> dict:
         inner = inner.venv
     if isinstance(inner, GoalLandmark):  # which feature channel it ended up reading
         extras = {"goal_landmark_channel": inner.channel, "goal_landmark_successes": inner.successes}
+    for callback in callbacks:
+        if isinstance(callback, ForwardPrediction):  # the auxiliary loss, per rollout
+            extras["forward_aux_losses"] = [round(x, 5) for x in callback.losses]
     venv.close()
     record = callbacks[0]
     curve = success_curve(record.timesteps, record.successes, args.steps, args.bins)
@@ -210,6 +216,7 @@ VARIANT_SETTINGS = {
     "gqn_net_arch": ("gqn", "gqn_online"),
     "gqn_extractor": ("gqn", "gqn_online", "gqn_lstm"),
     "gqn_vector_reading": ("gqn", "gqn_online", "gqn_lstm"),
+    "gqn_forward_aux": ("gqn", "gqn_online"),
     "wm_updates": ("gqn_online",),
     "pixel_size": BASELINES,
 }
@@ -223,6 +230,7 @@ def run_settings(args: argparse.Namespace) -> dict:
 #: Values of arguments added after runs were saved without them.
 #: Runs saved before ``gqn_model`` was recorded used the first bundled model (this digest).
 LATER_DEFAULTS = {
+    "objects_per_room": 1,
     "gqn_stack": 1,
     "gqn_model": "ab00466bf813",
     "lstm": "sb3",
@@ -238,6 +246,7 @@ LATER_DEFAULTS = {
     "gqn_net_arch": None,
     "gqn_extractor": "gqn",
     "gqn_vector_reading": "layer",
+    "gqn_forward_aux": False,
 }
 
 
@@ -403,7 +412,11 @@ def plot(results: list[dict], args: argparse.Namespace, path: Path) -> None:
     for ax, xlabel in zip(axes, ("environment steps", "wall-clock minutes on this machine"), strict=True):
         ax.axhline(args.threshold, color="grey", linestyle=":", linewidth=1)
         ax.set(xlabel=xlabel, ylabel="success rate (training episodes)")
-    axes[0].set_title(f"PPO ({args.ppo} settings) on {args.env_id}, {args.episode_steps}-step episodes")
+    objects = getattr(args, "objects_per_room", 1)
+    scene = f"{args.env_id}, {args.episode_steps}-step episodes" + (
+        f", {objects} objects a room" if objects != 1 else ""
+    )
+    axes[0].set_title(f"PPO ({args.ppo} settings) on {scene}")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     with atomic_path(path) as tmp:
@@ -421,6 +434,12 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=0, help="seeds first_seed..first_seed+seeds-1")
     parser.add_argument("--episode-steps", type=int, default=200)
     parser.add_argument("--pixel-size", type=int, default=64)
+    parser.add_argument(
+        "--objects-per-room",
+        type=int,
+        default=1,
+        help="distractor objects in each room of the scene (GQNMazeScene's objects_per_room, 0 to 4)",
+    )
     parser.add_argument(
         "--gqn-obs",
         nargs="+",
@@ -503,6 +522,12 @@ def main() -> None:
         choices=VECTOR_READINGS,
         default="layer",
         help="GQN variants: each vector key through a layer of its own (layer) or straight to the heads (raw)",
+    )
+    parser.add_argument(
+        "--gqn-forward-aux",
+        action="store_true",
+        help="gqn, gqn_online: train the features extractor also to predict the next frame's view_encoding "
+        "from this observation and the action (agents.auxiliary.ForwardPrediction)",
     )
     parser.add_argument(
         "--gqn-net-arch",

@@ -197,14 +197,12 @@ def test_runs_saved_before_gqn_normalize_existed_were_normalised():
     assert bench.same_run({"steps": 100}, {"steps": 100, "gqn_normalize": False}, "pixels")
 
 
-def _tiny_gqn_venv():
+def _tiny_gqn_venv(obs_keys=("patches", "viewpoint")):
     from agents.rl import make_vec_env
     from world_model import GQN, GQNConfig
 
     scene = {"num_rows": 2, "num_cols": 2, "max_episode_steps": 20, "map_size": 32, "image_size": 16}
-    return make_vec_env(
-        "gqn", "GQNMazeScene-v0", 1, 0, GQN(GQNConfig.tiny()), {**scene, "obs_keys": ("patches", "viewpoint")}
-    )
+    return make_vec_env("gqn", "GQNMazeScene-v0", 1, 0, GQN(GQNConfig.tiny()), {**scene, "obs_keys": obs_keys})
 
 
 def _head_args(**overrides):
@@ -269,3 +267,58 @@ def test_flat_extractor_gives_the_heads_the_flattened_observation():
     assert bench.same_run({"steps": 100}, {"steps": 100, "gqn_extractor": "flat"}, "pixels")
     assert bench.same_run({"steps": 100}, {"steps": 100, "gqn_vector_reading": "layer"}, "gqn")
     assert not bench.same_run({"steps": 100}, {"steps": 100, "gqn_vector_reading": "raw"}, "gqn")
+
+
+def test_the_scene_s_distractor_count_tells_runs_apart_for_every_variant():
+    saved = {"steps": 100}  # saved before --objects-per-room existed: the scene default, one a room
+    for variant in ("gqn", "pixels", "state_oracle"):
+        assert bench.same_run(saved, {"steps": 100, "objects_per_room": 1}, variant)
+        assert not bench.same_run(saved, {"steps": 100, "objects_per_room": 0}, variant)
+
+
+def test_the_distractor_count_reaches_the_scene(monkeypatch):
+    seen = {}
+
+    def fake_make_vec_env(variant, env_id, num_envs, seed, model, env_kwargs, **kwargs):
+        seen.update(env_kwargs)
+        raise RuntimeError("stop here")  # only the env's arguments are under test
+
+    monkeypatch.setattr(bench, "make_vec_env", fake_make_vec_env)
+    args = _args(episode_steps=50, objects_per_room=0, env_id="GQNMazeScene-S2-v0", num_envs=1, gqn_obs=["patches"])
+    with pytest.raises(RuntimeError, match="stop here"):
+        bench.run("state_oracle", 0, args)
+    assert seen == {"max_episode_steps": 50, "objects_per_room": 0}
+
+
+def test_the_forward_auxiliary_loss_tells_gqn_runs_apart_only():
+    saved = {"steps": 100}  # saved before --gqn-forward-aux existed: no auxiliary loss
+    assert bench.same_run(saved, {"steps": 100, "gqn_forward_aux": False}, "gqn")
+    assert not bench.same_run(saved, {"steps": 100, "gqn_forward_aux": True}, "gqn")
+    assert bench.same_run(saved, {"steps": 100, "gqn_forward_aux": True}, "pixels")
+
+
+@pytest.mark.slow
+def test_a_run_with_the_forward_auxiliary_loss_records_its_losses(monkeypatch):
+    monkeypatch.setattr(
+        bench, "make_vec_env", lambda *a, **k: _tiny_gqn_venv(("patches", "view_encoding", "viewpoint"))
+    )
+    args = _head_args(
+        gqn_obs=["patches", "view_encoding", "viewpoint"],
+        gqn_forward_aux=True,
+        gqn_checkpoint=None,
+        env_id="x",
+        num_envs=1,
+        episode_steps=20,
+        steps=256,
+        ppo="steady",
+        lstm="sb3",
+        device="cpu",
+        bins=4,
+        threshold=0.5,
+        window=5,
+        gqn_normalize=True,
+        gqn_stack=1,
+    )
+    result = bench.run("gqn", 0, args)
+    assert len(result["forward_aux_losses"]) == 2  # steady: 128-step rollouts
+    assert all(np.isfinite(result["forward_aux_losses"]))
