@@ -61,7 +61,11 @@ _FLAT_DEFAULTS: dict[str, Any] = {
 
 
 #: Training fields added after checkpoints were written: a config without one takes this value.
-LATER_TRAIN_DEFAULTS: dict[str, Any] = {"top_down_fraction": 0.0, "freeze_representation": False}
+LATER_TRAIN_DEFAULTS: dict[str, Any] = {
+    "top_down_fraction": 0.0,
+    "freeze_representation": False,
+    "context_sampling": "uniform",
+}
 #: Architecture fields added since the current layout: a config without one takes this value.
 LATER_MODEL_DEFAULTS: dict[str, Any] = {"map_channels": 0, "map_layout": "vector"}
 

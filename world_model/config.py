@@ -166,6 +166,10 @@ class ModelConfig:
         return self.representation_dim
 
 
+#: How :class:`TrainConfig` draws a batch's number of context views.
+CONTEXT_SAMPLINGS = ("uniform", "log_uniform")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How a GQN is trained: batches, optimiser, schedules and the seed."""
@@ -175,8 +179,12 @@ class TrainConfig:
     context_min: int = 1
     """Fewest context views in a training batch."""
     context_max: int = 16
-    """Most context views in a training batch (drawn uniformly per batch); the evaluation uses as many,
-    and the env wrapper scales a long episode's r to as many views' worth."""
+    """Most context views in a training batch (drawn per batch as ``context_sampling`` says); the
+    env wrapper scales a long episode's r to as many views' worth."""
+    context_sampling: str = "uniform"
+    """How a batch's number of context views K is drawn in ``[context_min, context_max]``:
+    ``"uniform"``, or ``"log_uniform"`` (log K uniform, so that a wide range such as 1 to 216
+    views trains small contexts as often as large ones: half the batches have K <= sqrt(max))."""
     sigma_start: float = 2.0
     """Pixel standard deviation at step 0."""
     sigma_end: float = 0.7
@@ -209,6 +217,10 @@ class TrainConfig:
         fraction = self.top_down_fraction
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
             raise ValueError(f"TrainConfig.top_down_fraction must be in [0, 1], got {fraction!r}")
+        if self.context_sampling not in CONTEXT_SAMPLINGS:
+            raise ValueError(
+                f"TrainConfig.context_sampling must be one of {CONTEXT_SAMPLINGS}, got {self.context_sampling!r}"
+            )
         if not isinstance(self.freeze_representation, bool):
             raise ValueError(
                 f"TrainConfig.freeze_representation must be true or false, got {self.freeze_representation!r}"

@@ -55,6 +55,19 @@ class _Scene:
         return 0
 
 
+def draw_num_context(rng: np.random.Generator, lo: int, hi: int, sampling: str = "uniform") -> int:
+    """A number of context views K in ``[lo, hi]``: uniform, or with log K uniform (``"log_uniform"``).
+
+    Log-uniform: K is the floor of ``exp(u)``, u uniform in ``[log lo, log(hi + 1))``, so
+    every K in range can come up and each doubling of K is about as likely as the last.
+    """
+    if sampling == "log_uniform":
+        return min(int(np.exp(rng.uniform(np.log(lo), np.log(hi + 1)))), hi)
+    if sampling != "uniform":
+        raise ValueError(f"context sampling must be 'uniform' or 'log_uniform', got {sampling!r}")
+    return int(rng.integers(lo, hi + 1))
+
+
 class SceneBuffer:
     """Bounded in-memory store of frames grouped by scene, sampling GQN batches.
 
@@ -176,12 +189,13 @@ class SceneBuffer:
         rng: np.random.Generator,
         num_context: int | tuple[int, int] | None = None,
         top_down_fraction: float = 0.0,
+        context_sampling: str = "uniform",
     ) -> dict[str, np.ndarray]:
         """Sample a batch of K context views and one query view per scene.
 
         Scenes are drawn uniformly (with replacement) among eligible scenes: those with
         at least ``max(min_frames_to_sample, lo + 1)`` first-person frames. K is then
-        drawn once for the batch, uniformly in ``[lo, min(hi, n_min - 1)]`` where
+        drawn once for the batch in ``[lo, min(hi, n_min - 1)]`` (:func:`draw_num_context`), where
         ``n_min`` is the smallest frame count among the drawn scenes; each item gets
         K + 1 distinct first-person frames of its scene, the first K as context and
         the last as query. With ``top_down_fraction`` = p > 0, each item whose scene
@@ -192,6 +206,7 @@ class SceneBuffer:
             rng: The only source of randomness: same seed and same frames give the same batch.
             num_context: K, or an inclusive range ``(lo, hi)``; ``None`` uses ``context_range``.
             top_down_fraction: Probability p in [0, 1] of a top-down query (0 draws nothing extra from ``rng``).
+            context_sampling: ``"uniform"`` K, or ``"log_uniform"``: log K uniform over the same range.
 
         Returns:
             ``context_images`` (B, K, H, W, 3) uint8, ``context_viewpoints`` (B, K, D)
@@ -207,6 +222,8 @@ class SceneBuffer:
             raise ValueError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
         if not 0.0 <= top_down_fraction <= 1.0:
             raise ValueError(f"top_down_fraction must be in [0, 1], got {top_down_fraction!r}")
+        if context_sampling not in ("uniform", "log_uniform"):
+            raise ValueError(f"context_sampling must be 'uniform' or 'log_uniform', got {context_sampling!r}")
         lo, hi = self._context_bounds(num_context)
         needed = max(self.min_frames_to_sample, lo + 1)
         with self._lock:
@@ -217,7 +234,7 @@ class SceneBuffer:
                     f"the buffer holds {self._num_frames} frames in {len(self._scenes)} scenes"
                 )
             chosen = [eligible[i] for i in rng.integers(0, len(eligible), size=batch_size)]
-            k = int(rng.integers(lo, min(hi, min(s.size for _, s in chosen) - 1) + 1))
+            k = draw_num_context(rng, lo, min(hi, min(s.size for _, s in chosen) - 1), context_sampling)
             s, d = self.image_size, self.viewpoint_dim
             batch = {
                 "context_images": np.empty((batch_size, k, s, s, 3), dtype=np.uint8),  # (B, K, H, W, 3)

@@ -5,8 +5,9 @@ with ``sample(batch_size, rng) -> dict`` of numpy arrays ``context_images
 (B, K, H, W, 3)`` uint8, ``context_viewpoints (B, K, D)``, ``query_images
 (B, H, W, 3)`` uint8 and ``query_viewpoints (B, D)`` (a
 :class:`world_model.data.SceneBuffer`). A sampler whose ``sample`` also takes
-``num_context`` is asked for K in ``[context_min, context_max]``; otherwise a batch
-with more than ``context_max`` views is cut to a random K in that range (a random
+``num_context`` is asked for K in ``[context_min, context_max]`` (drawn as
+``context_sampling`` says); otherwise a batch with more than ``context_max`` views
+is cut to a random K in that range, drawn the same way (a random
 subset of views per item). It owns every source of randomness it
 uses (a numpy Generator for batches, a torch Generator for latents), and
 :meth:`Trainer.save` / :meth:`Trainer.load` store them with the model, optimizer,
@@ -32,16 +33,17 @@ import torch
 
 from world_model.checkpoint import CheckpointError, check_compatible, load_checkpoint, load_weights, save_checkpoint
 from world_model.config import GQNConfig
+from world_model.data import draw_num_context
 from world_model.model import GQN, forward_batch
 
 
-def _accepts_num_context(sampler: Any) -> bool:
-    """Whether ``sampler.sample`` takes a ``num_context`` keyword."""
+def _accepts_keyword(sampler: Any, name: str) -> bool:
+    """Whether ``sampler.sample`` takes the keyword ``name``."""
     try:
         params = inspect.signature(sampler.sample).parameters
     except (AttributeError, TypeError, ValueError):
         return False
-    return "num_context" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
 def linear_anneal(start: float, end: float, steps: int, t: int) -> float:
@@ -135,7 +137,7 @@ class Trainer:
         if not callable(getattr(sampler, "sample", None)):
             raise ValueError(f"A sampler needs a sample(batch_size, rng) method; got {type(sampler).__name__}")
         self._sampler = sampler
-        self._pass_num_context = _accepts_num_context(sampler)
+        self._pass_num_context = _accepts_keyword(sampler, "num_context")
 
     # --------------------------------------------------------------- schedules
     @property
@@ -161,6 +163,13 @@ class Trainer:
         with self.sampler_lock:
             if self._pass_num_context:
                 extra = {"top_down_fraction": c.top_down_fraction} if c.top_down_fraction > 0 else {}
+                if c.context_sampling != "uniform":
+                    if not _accepts_keyword(self.sampler, "context_sampling"):
+                        raise ValueError(
+                            f"context_sampling={c.context_sampling!r} needs a sampler whose sample() takes "
+                            "context_sampling (world_model.SceneBuffer does)"
+                        )
+                    extra["context_sampling"] = c.context_sampling
                 batch = self.sampler.sample(
                     c.batch_size, self.np_rng, num_context=(c.context_min, c.context_max), **extra
                 )
@@ -177,7 +186,7 @@ class Trainer:
         if k < c.context_min:
             raise ValueError(f"The sampler returned K = {k} context views; the config needs >= {c.context_min}")
         if k > c.context_max:
-            keep = int(self.np_rng.integers(c.context_min, c.context_max + 1))
+            keep = draw_num_context(self.np_rng, c.context_min, c.context_max, c.context_sampling)
             order = np.argsort(self.np_rng.random((b, k)), axis=1)[:, :keep]  # (B, keep) random views per item
             batch["context_images"] = np.take_along_axis(images, order[:, :, None, None, None], axis=1)
             batch["context_viewpoints"] = np.take_along_axis(viewpoints, order[:, :, None], axis=1)

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from world_model.data import SceneBuffer
+from world_model.data import SceneBuffer, draw_num_context
 from world_model.frames import TOP_DOWN_VIEWPOINT, is_top_down
 from world_model.store import SceneStore, StoreCorruptionWarning, StoreWriter
 
@@ -110,6 +110,33 @@ def test_k_is_drawn_in_range_once_per_batch():
     ks = {buf.sample(3, rng, num_context=(2, 5))["context_images"].shape[1] for _ in range(200)}
     assert ks == {2, 3, 4, 5}  # every K of the range occurs, nothing outside it
     assert {buf.sample(3, rng, num_context=4)["context_viewpoints"].shape[1] for _ in range(20)} == {4}
+
+
+def test_log_uniform_k_covers_the_range_with_each_doubling_about_as_likely():
+    rng = np.random.default_rng(0)
+    ks = np.array([draw_num_context(rng, 1, 255, "log_uniform") for _ in range(20000)])
+    assert ks.min() == 1 and ks.max() == 255
+    doublings = np.histogram(ks, bins=[1, 2, 4, 8, 16, 32, 64, 128, 256])[0] / len(ks)  # 8 octaves of [1, 256)
+    np.testing.assert_allclose(doublings, 1 / 8, atol=0.015)
+    uniform = np.array([draw_num_context(rng, 1, 255) for _ in range(20000)])
+    assert np.mean(uniform <= 16) < 0.08 < 0.45 < np.mean(ks <= 16)  # uniform: 6%; log-uniform: half
+    with pytest.raises(ValueError, match="log_uniform"):
+        draw_num_context(rng, 1, 4, "cubic")
+
+
+def test_log_uniform_k_in_a_batch_stays_in_range_and_within_the_scenes():
+    buf = SceneBuffer(image_size=S)
+    for sid in range(3):
+        buf.add_batch(*frames(sid, 40))
+    rng = np.random.default_rng(3)
+    ks = []
+    for _ in range(300):
+        batch = buf.sample(2, rng, num_context=(1, 32), context_sampling="log_uniform")
+        check_batch_consistent(batch)
+        ks.append(batch["context_images"].shape[1])
+    assert min(ks) == 1 and max(ks) <= 32 and np.median(ks) <= 8  # uniform's median would be about 16
+    with pytest.raises(ValueError, match="context_sampling"):
+        buf.sample(2, rng, context_sampling="cubic")
 
 
 def test_k_is_clipped_to_the_smallest_sampled_scene():

@@ -284,3 +284,20 @@ def test_freeze_representation_trains_the_generator_only(tiny_config, tiny_buffe
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("generator."))
     with pytest.raises(ValueError, match="freeze_representation"):
         tiny_config.replace(freeze_representation="yes")
+
+
+def test_log_uniform_context_sampling_reaches_the_sampler_and_is_validated(tiny_config, tiny_buffer):
+    config = tiny_config.replace(context_max=12, context_sampling="log_uniform")
+    trainer = Trainer(config, tiny_buffer)
+    ks = [trainer.sample_batch()["context_images"].shape[1] for _ in range(200)]
+    assert min(ks) == 1 and max(ks) <= 12 and np.median(ks) < 6.5  # uniform over 1..12 has median 6.5
+    assert math.isfinite(trainer.step()["loss"])
+
+    class Plain:  # takes num_context but knows nothing of context_sampling
+        def sample(self, batch_size, rng, num_context=None):
+            return tiny_buffer.sample(batch_size, rng, num_context=num_context)
+
+    with pytest.raises(ValueError, match="context_sampling"):
+        Trainer(config, Plain()).sample_batch()
+    with pytest.raises(ValueError, match="context_sampling"):
+        tiny_config.replace(context_sampling="cubic")
