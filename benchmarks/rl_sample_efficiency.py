@@ -152,10 +152,16 @@ def gqn_policy_kwargs(args: argparse.Namespace) -> dict:
     agents' ``MlpPolicy`` reads its state.
     """
     if args.gqn_extractor == "flat":
-        if args.gqn_plain_keys or args.gqn_map_norm != "none" or args.gqn_vector_reading != "layer":
-            raise ValueError(
-                "--gqn-plain-keys, --gqn-map-norm and --gqn-vector-reading are options of GQNMazeExtractor, not of flat"
-            )
+        extractor_options = {  # each at its default, or it would be silently ignored
+            "--gqn-plain-keys": not args.gqn_plain_keys,
+            "--gqn-map-norm": args.gqn_map_norm == LATER_DEFAULTS["gqn_map_norm"],
+            "--gqn-vector-reading": args.gqn_vector_reading == LATER_DEFAULTS["gqn_vector_reading"],
+            "--gqn-map-channels": args.gqn_map_channels == LATER_DEFAULTS["gqn_map_channels"],
+            "--select-sharpness": args.select_sharpness == LATER_DEFAULTS["select_sharpness"],
+        }
+        given = [flag for flag, default in extractor_options.items() if not default]
+        if given:
+            raise ValueError(f"{', '.join(given)}: options of GQNMazeExtractor, not of the flat extractor")
         kwargs: dict = {"features_extractor_class": CombinedExtractor}
     else:
         extractor = {

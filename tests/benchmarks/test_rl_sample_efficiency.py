@@ -259,8 +259,15 @@ def test_flat_extractor_gives_the_heads_the_flattened_observation():
     assert policy.features_extractor.features_dim == widths["patches"] + widths["viewpoint"]
     first = next(m for m in policy.mlp_extractor.policy_net if isinstance(m, torch.nn.Linear))
     assert first.in_features == widths["patches"] + widths["viewpoint"]  # no layer between them
-    with pytest.raises(ValueError, match="GQNMazeExtractor"):
-        bench.gqn_policy_kwargs(_head_args(gqn_extractor="flat", gqn_plain_keys=["patches"]))
+    for option in (
+        {"gqn_plain_keys": ["patches"]},
+        {"gqn_map_norm": "layer"},
+        {"gqn_vector_reading": "raw"},
+        {"gqn_map_channels": 8},
+        {"select_sharpness": 10.0},
+    ):
+        with pytest.raises(ValueError, match="GQNMazeExtractor"):
+            bench.gqn_policy_kwargs(_head_args(gqn_extractor="flat", **option))
     # Runs saved before the option read the observation with GQNMazeExtractor.
     assert bench.same_run({"steps": 100}, {"steps": 100, "gqn_extractor": "gqn"}, "gqn")
     assert not bench.same_run({"steps": 100}, {"steps": 100, "gqn_extractor": "flat"}, "gqn")
