@@ -81,6 +81,7 @@ def _train(args: argparse.Namespace) -> None:
             env_id=args.env_id,
             policy=args.policy,
             warmup_scenes=args.warmup_scenes,
+            frame_skip=args.frame_skip,
             max_scenes=args.max_scenes,
             device=args.device,
             backend=args.backend,
@@ -288,6 +289,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--policy", choices=["random", "explorer"], default="random")
     p.add_argument("--max-scenes", type=int, default=4000)
     p.add_argument("--warmup-scenes", type=int, default=400, help="scenes collected before the first step")
+    p.add_argument(
+        "--frame-skip",
+        type=int,
+        default=4,
+        help="keep every n-th frame of a collected walk (1 keeps every frame: contexts up to the walk's length)",
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument(
         "--backend", choices=["gloo", "nccl"], default=None, help="under torchrun (default: nccl with CUDA, else gloo)"

@@ -272,3 +272,15 @@ def test_evaluate_reports_progress_on_stderr(capsys):
     assert "shuffled" in captured.out
     main(["evaluate", "--scenes", "2", "--context", "2", "--env-id", "GQNMazeScene-S2-v0", "--no-progress"])
     assert "held-out scenes" not in capsys.readouterr().err
+
+
+def test_train_frame_skip_reaches_the_run_settings(tmp_path):
+    bad = subprocess.run(
+        [sys.executable, "-m", "gqn_env.cli", "train", "--preset", "tiny", "--steps", "1", "--frame-skip", "0"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode != 0 and "frame_skip" in bad.stderr, bad.stderr[-2000:]
+    assert not (tmp_path / "runs").exists()  # refused before anything was built or written
