@@ -104,7 +104,7 @@ def run(variant: str, seed: int, args: argparse.Namespace) -> dict:
     else:
         venv = make_vec_env(variant, args.env_id, args.num_envs, seed, None, {**scene, "image_size": args.pixel_size})
     if args.gqn_forward_aux and variant in ("gqn", "gqn_online"):
-        callbacks.append(ForwardPrediction())
+        callbacks.append(ForwardPrediction(epochs=args.gqn_forward_aux_epochs))
     extra = {"policy_kwargs": gqn_policy_kwargs(args)} if variant in ("gqn", "gqn_online", "gqn_lstm") else {}
     if variant == "gqn_lstm":  # RecurrentPPO's policy has its own head layout
         for key in ("share_features_extractor", "net_arch"):
@@ -223,6 +223,7 @@ VARIANT_SETTINGS = {
     "gqn_extractor": ("gqn", "gqn_online", "gqn_lstm"),
     "gqn_vector_reading": ("gqn", "gqn_online", "gqn_lstm"),
     "gqn_forward_aux": ("gqn", "gqn_online"),
+    "gqn_forward_aux_epochs": ("gqn", "gqn_online"),
     "wm_updates": ("gqn_online",),
     "pixel_size": BASELINES,
 }
@@ -253,6 +254,7 @@ LATER_DEFAULTS = {
     "gqn_extractor": "gqn",
     "gqn_vector_reading": "layer",
     "gqn_forward_aux": False,
+    "gqn_forward_aux_epochs": 4,
 }
 
 
@@ -536,6 +538,12 @@ def main() -> None:
         "from this observation and the action (agents.auxiliary.ForwardPrediction)",
     )
     parser.add_argument(
+        "--gqn-forward-aux-epochs",
+        type=int,
+        default=4,
+        help="passes of the auxiliary loss over each rollout (with --gqn-forward-aux)",
+    )
+    parser.add_argument(
         "--gqn-net-arch",
         type=int,
         nargs="+",
@@ -562,6 +570,10 @@ def main() -> None:
         "--restart", action="store_true", help="ignore runs saved by an interrupted invocation with the same settings"
     )
     args = parser.parse_args()
+    if args.gqn_forward_aux_epochs != LATER_DEFAULTS["gqn_forward_aux_epochs"] and not args.gqn_forward_aux:
+        parser.error("--gqn-forward-aux-epochs is a setting of --gqn-forward-aux")
+    if args.gqn_forward_aux_epochs < 1:
+        parser.error(f"--gqn-forward-aux-epochs must be >= 1, got {args.gqn_forward_aux_epochs}")
     if args.quick:
         args.steps, args.seeds, args.bins = 4096, 1, 8
     args.gqn_model = model_digest(args.gqn_checkpoint, map_key="map" in args.gqn_obs)

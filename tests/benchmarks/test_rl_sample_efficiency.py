@@ -329,3 +329,13 @@ def test_a_run_with_the_forward_auxiliary_loss_records_its_losses(monkeypatch):
     result = bench.run("gqn", 0, args)
     assert len(result["forward_aux_losses"]) == 2  # steady: 128-step rollouts
     assert all(np.isfinite(result["forward_aux_losses"]))
+
+
+def test_the_auxiliary_epochs_tell_runs_apart_and_need_the_auxiliary_loss(monkeypatch, capsys):
+    saved = {"steps": 100, "gqn_forward_aux": True}  # saved before the epochs were an option: 4
+    assert bench.same_run(saved, {"steps": 100, "gqn_forward_aux": True, "gqn_forward_aux_epochs": 4}, "gqn")
+    assert not bench.same_run(saved, {"steps": 100, "gqn_forward_aux": True, "gqn_forward_aux_epochs": 1}, "gqn")
+    monkeypatch.setattr("sys.argv", ["rl_sample_efficiency", "--gqn-forward-aux-epochs", "1", "--only-summarize"])
+    with pytest.raises(SystemExit):
+        bench.main()
+    assert "--gqn-forward-aux" in capsys.readouterr().err
