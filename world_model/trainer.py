@@ -138,6 +138,7 @@ class Trainer:
             raise ValueError(f"A sampler needs a sample(batch_size, rng) method; got {type(sampler).__name__}")
         self._sampler = sampler
         self._pass_num_context = _accepts_keyword(sampler, "num_context")
+        self._pass_context_sampling = _accepts_keyword(sampler, "context_sampling")
 
     # --------------------------------------------------------------- schedules
     @property
@@ -164,7 +165,7 @@ class Trainer:
             if self._pass_num_context:
                 extra = {"top_down_fraction": c.top_down_fraction} if c.top_down_fraction > 0 else {}
                 if c.context_sampling != "uniform":
-                    if not _accepts_keyword(self.sampler, "context_sampling"):
+                    if not self._pass_context_sampling:
                         raise ValueError(
                             f"context_sampling={c.context_sampling!r} needs a sampler whose sample() takes "
                             "context_sampling (world_model.SceneBuffer does)"
