@@ -11,10 +11,15 @@ import pytest
 from world_model import SceneStore, load_checkpoint
 
 
-def gqn_gym(*args, cwd):
-    result = subprocess.run(
-        [sys.executable, "-m", "gqn_env.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=300
+def run_gqn_gym(*args, cwd, timeout=300):
+    """``gqn-gym ARGS`` in a fresh process; the finished process, whatever its exit status."""
+    return subprocess.run(
+        [sys.executable, "-m", "gqn_env.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
     )
+
+
+def gqn_gym(*args, cwd):
+    result = run_gqn_gym(*args, cwd=cwd)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
 
@@ -45,13 +50,7 @@ def test_collect_train_resume_evaluate(tmp_path):
     two = ["--store", "s.gqnstore", "t.gqnstore", "--offline", "--steps", "1", "--set", "num_layers=3"]
     gqn_gym("train", "--preset", "tiny", "--checkpoint", "d.pt", "--no-progress", *two, cwd=tmp_path)
     assert load_checkpoint(tmp_path / "d.pt")["config"]["model"]["num_layers"] == 3
-    bad = subprocess.run(
-        [sys.executable, "-m", "gqn_env.cli", "train", "--preset", "tiny", "--set", "layers=3", "--steps", "1"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    bad = run_gqn_gym("train", "--preset", "tiny", "--set", "layers=3", "--steps", "1", cwd=tmp_path, timeout=120)
     assert bad.returncode != 0 and "--set" in bad.stderr and "layers=3" in bad.stderr
     out = gqn_gym("train", *common, "--resume", "--steps", "6", "--warmup-scenes", "2", cwd=tmp_path)
     assert "resuming from c.pt at step 4" in out
@@ -61,13 +60,7 @@ def test_collect_train_resume_evaluate(tmp_path):
     out = gqn_gym("train", *common, "--resume", "--steps", "7", "--set", "lr_anneal_steps=500", cwd=tmp_path)
     assert "'lr_anneal_steps': 500" in out
     assert load_checkpoint(tmp_path / "c.pt")["config"]["train"]["lr_anneal_steps"] == 500
-    bad = subprocess.run(
-        [sys.executable, "-m", "gqn_env.cli", "train", *common, "--resume", "--steps", "8", "--set", "num_layers=3"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    bad = run_gqn_gym("train", *common, "--resume", "--steps", "8", "--set", "num_layers=3", cwd=tmp_path, timeout=120)
     assert bad.returncode != 0 and "architecture" in bad.stderr and "num_layers" in bad.stderr
     assert load_checkpoint(tmp_path / "c.pt")["step"] == 7
     out = gqn_gym(
@@ -160,13 +153,7 @@ def test_interrupted_collect_keeps_its_frames_and_says_so(tmp_path):
 )
 def test_evaluate_refuses_bad_arguments_in_one_line(tmp_path, args, message):
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint" * 10)
-    result = subprocess.run(
-        [sys.executable, "-m", "gqn_env.cli", "evaluate", *args],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_gqn_gym("evaluate", *args, cwd=tmp_path, timeout=120)
     assert result.returncode != 0
     assert message in result.stderr and "Traceback" not in result.stderr
 
@@ -176,13 +163,7 @@ def test_evaluate_refuses_bad_arguments_in_one_line(tmp_path, args, message):
 )
 def test_imagine_refuses_a_bad_checkpoint_in_one_line(tmp_path, checkpoint, message):
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint" * 10)
-    result = subprocess.run(
-        [sys.executable, "-m", "gqn_env.cli", "imagine", "--checkpoint", checkpoint, "--steps", "2"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_gqn_gym("imagine", "--checkpoint", checkpoint, "--steps", "2", cwd=tmp_path, timeout=120)
     assert result.returncode != 0
     assert f"gqn-gym imagine: {message}" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "outputs").exists()
@@ -275,12 +256,6 @@ def test_evaluate_reports_progress_on_stderr(capsys):
 
 
 def test_train_frame_skip_reaches_the_run_settings(tmp_path):
-    bad = subprocess.run(
-        [sys.executable, "-m", "gqn_env.cli", "train", "--preset", "tiny", "--steps", "1", "--frame-skip", "0"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    bad = run_gqn_gym("train", "--preset", "tiny", "--steps", "1", "--frame-skip", "0", cwd=tmp_path, timeout=120)
     assert bad.returncode != 0 and "frame_skip" in bad.stderr, bad.stderr[-2000:]
     assert not (tmp_path / "runs").exists()  # refused before anything was built or written
