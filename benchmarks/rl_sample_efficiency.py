@@ -32,7 +32,9 @@ The defaults are the benchmark chosen in docs/rl.md: GQNMazeScene-S2 with 200-st
 episodes, ``steady`` settings, 100k steps, 5 seeds. Reports steps to reach
 ``--threshold`` success (rolling over ``--window`` episodes) and the wall-clock
 seconds to get there, the area under the binned success curve, and the ratios of
-both pixel baselines over each variant (bounded when a side never got there);
+both pixel baselines over each variant (bounded when a side never got there),
+with 95% bootstrap intervals of the median steps and of the steps ratios (seeds
+resampled within each variant: how far the medians of a few seeds can be trusted);
 writes a PNG (curves against steps and against minutes) and a JSON.
 """
 
@@ -186,6 +188,7 @@ def seconds_at(timesteps: list[int], seconds: list[float], step: float) -> float
 
 
 BASELINES = ("pixels", "pixels_lstm")
+BOOTSTRAP_RESAMPLES = 10_000
 
 #: Arguments that do not change what one (variant, seed) run does.
 #: ``device`` changes only the arithmetic's rounding and the seconds, which each run records.
@@ -332,6 +335,65 @@ def _ratio(name: str, baseline: float, mine: float, budget: int) -> dict[str, fl
     return {}
 
 
+def ratio_pairs(variants: list[str]) -> list[tuple[str, str]]:
+    """The ``(baseline, variant)`` pairs whose ratios are reported: each baseline over every other variant.
+
+    The recurrent baseline is not set over the stacked-pixel one, which is itself a baseline.
+    """
+    return [
+        (baseline, variant)
+        for baseline in BASELINES
+        if baseline in variants
+        for variant in variants
+        if variant != baseline and not (variant in BASELINES and baseline == "pixels_lstm")
+    ]
+
+
+def bootstrap_intervals(
+    steps: dict[str, list[float]],
+    pairs: list[tuple[str, str]],
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, list[float]]:
+    """Percentile-bootstrap intervals of each variant's median steps to threshold and of median ratios.
+
+    Each variant's seeds are resampled with replacement, independently of the other
+    variants', ``resamples`` times (a fixed generator: the same runs give the same
+    intervals). A run that never reached the threshold counts as infinitely many
+    steps, so an interval may end at ``inf`` (a median ratio at 0 or ``inf``).
+
+    Args:
+        steps: Steps to threshold per run, by variant.
+        pairs: ``(baseline, variant)`` pairs whose ``median(baseline) / median(variant)`` is wanted.
+        resamples: Bootstrap resamples.
+        level: Coverage of the central interval.
+        seed: Seed of the resampling generator.
+
+    Returns:
+        ``steps_to_threshold_<variant>`` and ``steps_ratio_<baseline>_over_<variant>``,
+        each ``[low, high]``.
+    """
+    rng = np.random.default_rng(seed)
+    medians = {}
+    for variant, values in steps.items():
+        values = np.asarray(values, dtype=np.float64)
+        draws = values[rng.integers(0, len(values), size=(resamples, len(values)))]  # (resamples, seeds)
+        medians[variant] = np.median(draws, axis=1)  # as the headline's median: inf when either middle run is
+    tail = (1 - level) / 2
+    out = {}
+    for variant, m in medians.items():
+        out[f"steps_to_threshold_{variant}"] = np.quantile(m, [tail, 1 - tail], method="inverted_cdf").tolist()
+    for baseline, variant in pairs:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio = medians[baseline] / medians[variant]  # inf / inf is nan: neither got there
+        ratio = ratio[~np.isnan(ratio)]
+        if len(ratio):
+            interval = np.quantile(ratio, [tail, 1 - tail], method="inverted_cdf").tolist()
+            out[f"steps_ratio_{baseline}_over_{variant}"] = interval
+    return out
+
+
 def summarize(results: list[dict], args: argparse.Namespace) -> tuple[list[dict], dict[str, float]]:
     """One row per variant (median steps to threshold, mean AUC, ...) and the baseline/variant ratios.
 
@@ -361,32 +423,27 @@ def summarize(results: list[dict], args: argparse.Namespace) -> tuple[list[dict]
         )
     by = {r["variant"]: r for r in rows}
     ratios: dict[str, float] = {}
-    for baseline in BASELINES:
-        if baseline not in by:
-            continue
-        for variant, row in by.items():
-            if variant == baseline or (variant in BASELINES and baseline == "pixels_lstm"):
-                continue
-            base = by[baseline]
+    for baseline, variant in ratio_pairs(list(by)):
+        row, base = by[variant], by[baseline]
+        ratios.update(
+            _ratio(
+                f"steps_ratio_{baseline}_over_{variant}",
+                base["steps_to_threshold"],
+                row["steps_to_threshold"],
+                args.steps,
+            )
+        )
+        if baseline == "pixels":
+            seconds = max(r["seconds"] for r in results if r["variant"] == baseline)
             ratios.update(
                 _ratio(
-                    f"steps_ratio_{baseline}_over_{variant}",
-                    base["steps_to_threshold"],
-                    row["steps_to_threshold"],
-                    args.steps,
+                    f"seconds_ratio_pixels_over_{variant}",
+                    base["seconds_to_threshold"],
+                    row["seconds_to_threshold"],
+                    seconds,
                 )
             )
-            if baseline == "pixels":
-                seconds = max(r["seconds"] for r in results if r["variant"] == baseline)
-                ratios.update(
-                    _ratio(
-                        f"seconds_ratio_pixels_over_{variant}",
-                        base["seconds_to_threshold"],
-                        row["seconds_to_threshold"],
-                        seconds,
-                    )
-                )
-                ratios[f"auc_ratio_{variant}_over_pixels"] = row["auc"] / max(base["auc"], 1e-9)
+            ratios[f"auc_ratio_{variant}_over_pixels"] = row["auc"] / max(base["auc"], 1e-9)
     return rows, ratios
 
 
@@ -585,13 +642,21 @@ def main() -> None:
     if not results:
         raise SystemExit(f"No finished runs with these settings in {runs_dir}")
     rows, ratios = summarize(results, args)
+    steps = {
+        row["variant"]: [r["steps_to_threshold"] for r in results if r["variant"] == row["variant"]] for row in rows
+    }
+    intervals = bootstrap_intervals(steps, ratio_pairs(list(steps)))
     columns = ["variant", "seeds", "steps_to_threshold", "seconds_to_threshold", "auc", "final_success", "minutes"]
     print(format_table(rows, columns))
     for key, value in ratios.items():
         print(f"{key}: {value:.3g}")
+    print("95% bootstrap intervals (seeds resampled within each variant):")
+    for key, (low, high) in intervals.items():
+        print(f"  {key}: {low:.3g} to {high:.3g}")
     png = json_path.with_suffix(".png")
     plot(results, args, png)
-    path = write_json(name, {"args": vars(args), "rows": rows, "ratios": ratios, "runs": results}, json_path)
+    payload = {"args": vars(args), "rows": rows, "ratios": ratios, "intervals_95": intervals, "runs": results}
+    path = write_json(name, payload, json_path)
     print(f"wrote {path} and {png}")
 
 

@@ -339,3 +339,36 @@ def test_the_auxiliary_epochs_tell_runs_apart_and_need_the_auxiliary_loss(monkey
     with pytest.raises(SystemExit):
         bench.main()
     assert "--gqn-forward-aux" in capsys.readouterr().err
+
+
+def test_bootstrap_intervals_bracket_the_medians_and_are_reproducible():
+    steps = {"gqn": [10_000.0, 20_000.0, 30_000.0, 40_000.0, 50_000.0], "pixels": [40_000.0, 60_000.0, 80_000.0]}
+    intervals = bench.bootstrap_intervals(steps, [("pixels", "gqn")], resamples=2000)
+    low, high = intervals["steps_to_threshold_gqn"]
+    assert 10_000.0 <= low <= 30_000.0 <= high <= 50_000.0
+    low, high = intervals["steps_ratio_pixels_over_gqn"]
+    assert low < 60_000.0 / 30_000.0 < high
+    assert low >= 40_000.0 / 50_000.0 and high <= 80_000.0 / 10_000.0  # no resample can go past the extremes
+    assert bench.bootstrap_intervals(steps, [("pixels", "gqn")], resamples=2000) == intervals
+
+
+def test_bootstrap_intervals_of_identical_seeds_have_no_width():
+    intervals = bench.bootstrap_intervals({"gqn": [5.0, 5.0], "pixels": [10.0, 10.0]}, [("pixels", "gqn")])
+    assert intervals["steps_ratio_pixels_over_gqn"] == [2.0, 2.0]
+
+
+def test_runs_that_never_reach_the_threshold_open_the_interval_to_infinity():
+    steps = {"gqn": [10_000.0, float("inf"), float("inf")], "pixels": [float("inf")] * 3}
+    intervals = bench.bootstrap_intervals(steps, [("pixels", "gqn")], resamples=500)
+    assert intervals["steps_to_threshold_gqn"] == [10_000.0, float("inf")]  # 2 of 3 draws finite: 26% of resamples
+    assert intervals["steps_to_threshold_pixels"] == [float("inf"), float("inf")]
+    assert intervals["steps_ratio_pixels_over_gqn"] == [float("inf"), float("inf")]  # resamples where gqn got there
+
+
+def test_ratio_pairs_set_each_baseline_over_the_others_but_not_lstm_over_pixels():
+    assert bench.ratio_pairs(["gqn", "pixels", "pixels_lstm"]) == [
+        ("pixels", "gqn"),
+        ("pixels", "pixels_lstm"),
+        ("pixels_lstm", "gqn"),
+    ]
+    assert bench.ratio_pairs(["gqn", "state_oracle"]) == []
