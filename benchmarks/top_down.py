@@ -4,6 +4,7 @@ Usage::
 
     python -m benchmarks.top_down --checkpoint runs/topdown/ckpt.pt --save   # a model trained with top-down queries
     python -m benchmarks.top_down --quick                                      # a smoke run of seconds
+    python -m benchmarks.top_down --checkpoint ... --first-scene 1000 --scenes 30  # scenes for choosing models
 
 On held-out scenes (seeds never trained on), an agent walks ``--steps`` steps
 (random walker, every frame kept). After the first 1, 4, 16, 64 and all frames
@@ -108,7 +109,7 @@ def run(args: argparse.Namespace) -> dict:
 
     walks, tops, floors = [], [], []
     for i in range(args.scenes):
-        seed = EVAL_SEED_BASE + i
+        seed = EVAL_SEED_BASE + args.first_scene + i
         ep = walk(env, seed, args.steps, RandomWalker(np.random.default_rng(seed)))
         tops.append(scene.render_top_down() / 255.0)
         points, on_floor = pixel_floor_points(scene, size)
@@ -201,6 +202,13 @@ def main() -> None:
     parser.add_argument("--checkpoint", default=None, help="world-model checkpoint (default: the bundled model)")
     parser.add_argument("--env-id", default="GQNMazeScene-S3-v0")
     parser.add_argument("--scenes", type=int, default=100, help="held-out scenes")
+    parser.add_argument(
+        "--first-scene",
+        type=int,
+        default=0,
+        help="offset among the held-out scene seeds: choose between models on scenes (say 1000 on) "
+        "other than the reported first 100",
+    )
     parser.add_argument("--steps", type=int, default=216, help="walk length; every frame is kept")
     parser.add_argument("--samples", type=int, default=8, help="prior samples for the spread")
     parser.add_argument("--mean-scenes", type=int, default=50, help="training-seed scenes of the mean top-down image")
