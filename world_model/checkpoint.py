@@ -65,6 +65,7 @@ LATER_TRAIN_DEFAULTS: dict[str, Any] = {
     "top_down_fraction": 0.0,
     "freeze_representation": False,
     "context_sampling": "uniform",
+    "context_selection": "random",
 }
 #: Architecture fields added since the current layout: a config without one takes this value.
 LATER_MODEL_DEFAULTS: dict[str, Any] = {"map_channels": 0, "map_layout": "vector"}

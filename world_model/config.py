@@ -168,6 +168,8 @@ class ModelConfig:
 
 #: How :class:`TrainConfig` draws a batch's number of context views.
 CONTEXT_SAMPLINGS = ("uniform", "log_uniform")
+#: Which of a scene's frames :class:`TrainConfig` takes as a batch item's context views.
+CONTEXT_SELECTIONS = ("random", "window")
 
 
 @dataclass(frozen=True)
@@ -185,6 +187,11 @@ class TrainConfig:
     """How a batch's number of context views K is drawn in ``[context_min, context_max]``:
     ``"uniform"``, or ``"log_uniform"`` (log K uniform, so that a wide range such as 1 to 216
     views trains small contexts as often as large ones: half the batches have K <= sqrt(max))."""
+    context_selection: str = "random"
+    """Which K of a scene's frames are the context: ``"random"`` (any K, spread over the whole
+    walk), or ``"window"`` (K consecutive frames of the walk, the query any other frame), which
+    is what an agent's first K steps give the env wrapper; collect with ``frame_skip=1`` so that
+    consecutive frames are consecutive steps."""
     sigma_start: float = 2.0
     """Pixel standard deviation at step 0."""
     sigma_end: float = 0.7
@@ -220,6 +227,10 @@ class TrainConfig:
         if self.context_sampling not in CONTEXT_SAMPLINGS:
             raise ValueError(
                 f"TrainConfig.context_sampling must be one of {CONTEXT_SAMPLINGS}, got {self.context_sampling!r}"
+            )
+        if self.context_selection not in CONTEXT_SELECTIONS:
+            raise ValueError(
+                f"TrainConfig.context_selection must be one of {CONTEXT_SELECTIONS}, got {self.context_selection!r}"
             )
         if not isinstance(self.freeze_representation, bool):
             raise ValueError(

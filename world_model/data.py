@@ -18,7 +18,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from world_model.config import CONTEXT_SAMPLINGS
+from world_model.config import CONTEXT_SAMPLINGS, CONTEXT_SELECTIONS
 from world_model.frames import TOP_DOWN_VIEWPOINT, check_frame, check_frames, is_top_down
 from world_model.store import SceneStore
 
@@ -71,6 +71,25 @@ def draw_num_context(rng: np.random.Generator, lo: int, hi: int, sampling: str =
 def _check_context_sampling(sampling: str) -> None:
     if sampling not in CONTEXT_SAMPLINGS:
         raise ValueError(f"context_sampling must be one of {CONTEXT_SAMPLINGS}, got {sampling!r}")
+
+
+def _check_context_selection(selection: str) -> None:
+    if selection not in CONTEXT_SELECTIONS:
+        raise ValueError(f"context_selection must be one of {CONTEXT_SELECTIONS}, got {selection!r}")
+
+
+def _frame_indices(rng: np.random.Generator, size: int, k: int, selection: str) -> np.ndarray:
+    """K context frame indices of a scene holding ``size`` frames, then the query's: ``(k + 1,)``.
+
+    ``"random"``: K + 1 distinct frames. ``"window"``: frames ``start .. start + K - 1`` in
+    the order they were added, the query any one of the other ``size - K``.
+    """
+    if selection == "random":
+        return rng.choice(size, size=k + 1, replace=False)
+    start = int(rng.integers(0, size - k + 1))
+    query = int(rng.integers(0, size - k))
+    query += k if query >= start else 0  # skip over the window
+    return np.append(np.arange(start, start + k), query)
 
 
 class SceneBuffer:
@@ -195,6 +214,7 @@ class SceneBuffer:
         num_context: int | tuple[int, int] | None = None,
         top_down_fraction: float = 0.0,
         context_sampling: str = "uniform",
+        context_selection: str = "random",
     ) -> dict[str, np.ndarray]:
         """Sample a batch of K context views and one query view per scene.
 
@@ -203,7 +223,8 @@ class SceneBuffer:
         drawn once for the batch in ``[lo, min(hi, n_min - 1)]`` (:func:`draw_num_context`), where
         ``n_min`` is the smallest frame count among the drawn scenes; each item gets
         K + 1 distinct first-person frames of its scene, the first K as context and
-        the last as query. With ``top_down_fraction`` = p > 0, each item whose scene
+        the last as query (with ``context_selection="window"``, K frames in a row, in the
+        order they were added, and the query another). With ``top_down_fraction`` = p > 0, each item whose scene
         has a top-down frame takes it as its query instead, with probability p.
 
         Args:
@@ -212,6 +233,9 @@ class SceneBuffer:
             num_context: K, or an inclusive range ``(lo, hi)``; ``None`` uses ``context_range``.
             top_down_fraction: Probability p in [0, 1] of a top-down query (0 draws nothing extra from ``rng``).
             context_sampling: ``"uniform"`` K, or ``"log_uniform"``: log K uniform over the same range.
+            context_selection: ``"random"`` frames, or a ``"window"`` of consecutive ones: the
+                first K frames of an agent's walk look like the latter (frames stay in the order
+                they were added while a scene holds at most ``max_frames_per_scene``).
 
         Returns:
             ``context_images`` (B, K, H, W, 3) uint8, ``context_viewpoints`` (B, K, D)
@@ -228,6 +252,7 @@ class SceneBuffer:
         if not 0.0 <= top_down_fraction <= 1.0:
             raise ValueError(f"top_down_fraction must be in [0, 1], got {top_down_fraction!r}")
         _check_context_sampling(context_sampling)  # before any draw: a bad call leaves rng as it was
+        _check_context_selection(context_selection)
         lo, hi = self._context_bounds(num_context)
         needed = max(self.min_frames_to_sample, lo + 1)
         with self._lock:
@@ -249,7 +274,7 @@ class SceneBuffer:
             }
             top = rng.random(batch_size) < top_down_fraction if top_down_fraction > 0 else np.zeros(batch_size, bool)
             for b, (_, scene) in enumerate(chosen):
-                idx = rng.choice(scene.size, size=k + 1, replace=False)  # K context frames, then the query
+                idx = _frame_indices(rng, scene.size, k, context_selection)  # K context frames, then the query
                 batch["context_images"][b], batch["query_images"][b] = scene.images[idx[:k]], scene.images[idx[k]]
                 batch["context_viewpoints"][b] = scene.viewpoints[idx[:k]]
                 batch["query_viewpoints"][b] = scene.viewpoints[idx[k]]

@@ -6,9 +6,10 @@ with ``sample(batch_size, rng) -> dict`` of numpy arrays ``context_images
 (B, H, W, 3)`` uint8 and ``query_viewpoints (B, D)`` (a
 :class:`world_model.data.SceneBuffer`). A sampler whose ``sample`` also takes
 ``num_context`` is asked for K in ``[context_min, context_max]`` (drawn as
-``context_sampling`` says); otherwise a batch with more than ``context_max`` views
-is cut to a random K in that range, drawn the same way (a random
-subset of views per item). It owns every source of randomness it
+``context_sampling`` says, and from the frames ``context_selection`` says); otherwise
+a batch with more than ``context_max`` views is cut to a random K in that range,
+drawn the same way (a random subset of views per item; ``context_selection="window"``
+needs a sampler that takes it). It owns every source of randomness it
 uses (a numpy Generator for batches, a torch Generator for latents), and
 :meth:`Trainer.save` / :meth:`Trainer.load` store them with the model, optimizer,
 step and config, so a resumed run takes bit-identical next steps.
@@ -35,6 +36,9 @@ from world_model.checkpoint import CheckpointError, check_compatible, load_check
 from world_model.config import GQNConfig
 from world_model.data import draw_num_context
 from world_model.model import GQN, forward_batch
+
+#: Options of ``SceneBuffer.sample`` that the trainer passes from its config when they differ from these defaults.
+_SAMPLER_OPTIONS = {"context_sampling": "uniform", "context_selection": "random"}
 
 
 def _accepts_keyword(sampler: Any, name: str) -> bool:
@@ -138,7 +142,7 @@ class Trainer:
             raise ValueError(f"A sampler needs a sample(batch_size, rng) method; got {type(sampler).__name__}")
         self._sampler = sampler
         self._pass_num_context = _accepts_keyword(sampler, "num_context")
-        self._pass_context_sampling = _accepts_keyword(sampler, "context_sampling")
+        self._passes = {name: _accepts_keyword(sampler, name) for name in _SAMPLER_OPTIONS}
 
     # --------------------------------------------------------------- schedules
     @property
@@ -164,15 +168,22 @@ class Trainer:
         with self.sampler_lock:
             if self._pass_num_context:
                 extra = {"top_down_fraction": c.top_down_fraction} if c.top_down_fraction > 0 else {}
-                if c.context_sampling != "uniform":
-                    if not self._pass_context_sampling:
-                        raise ValueError(
-                            f"context_sampling={c.context_sampling!r} needs a sampler whose sample() takes "
-                            "context_sampling (world_model.SceneBuffer does)"
-                        )
-                    extra["context_sampling"] = c.context_sampling
+                for name, default in _SAMPLER_OPTIONS.items():
+                    value = getattr(c, name)
+                    if value != default:
+                        if not self._passes[name]:
+                            raise ValueError(
+                                f"{name}={value!r} needs a sampler whose sample() takes {name} "
+                                "(world_model.SceneBuffer does)"
+                            )
+                        extra[name] = value
                 batch = self.sampler.sample(
                     c.batch_size, self.np_rng, num_context=(c.context_min, c.context_max), **extra
+                )
+            elif c.context_selection != "random":
+                raise ValueError(
+                    f"context_selection={c.context_selection!r} needs a sampler whose sample() takes "
+                    "num_context and context_selection (world_model.SceneBuffer does)"
                 )
             else:
                 batch = self.sampler.sample(c.batch_size, self.np_rng)

@@ -139,6 +139,39 @@ def test_log_uniform_k_in_a_batch_stays_in_range_and_within_the_scenes():
         buf.sample(2, rng, context_sampling="cubic")
 
 
+def test_window_context_is_consecutive_frames_and_the_query_lies_outside_it():
+    buf = SceneBuffer(image_size=S)
+    for sid in range(3):
+        buf.add_batch(*frames(sid, 30))
+    rng = np.random.default_rng(4)
+    starts, queries = set(), set()
+    for _ in range(200):
+        batch = buf.sample(3, rng, num_context=(1, 12), context_selection="window")
+        check_batch_consistent(batch)
+        for item in range(3):
+            index = batch["context_viewpoints"][item, :, 1].astype(int)  # frame indices, in context order
+            query = int(batch["query_viewpoints"][item, 1])
+            np.testing.assert_array_equal(index, np.arange(index[0], index[0] + len(index)))
+            assert query not in index and 0 <= query < 30
+            starts.add(int(index[0]))
+            queries.add(query)
+    assert min(starts) == 0 and max(starts) >= 25  # windows start anywhere, up to size - K
+    assert queries == set(range(30))  # and the query can be any frame
+    with pytest.raises(ValueError, match="context_selection"):
+        buf.sample(2, rng, context_selection="nearest")
+
+
+def test_window_context_of_the_whole_scene_but_one_frame():
+    buf = SceneBuffer(image_size=S)
+    buf.add_batch(*frames(0, 5))
+    batch = buf.sample(8, np.random.default_rng(0), num_context=4, context_selection="window")
+    check_batch_consistent(batch)
+    for item in range(8):
+        index = batch["context_viewpoints"][item, :, 1].astype(int).tolist()
+        assert index in ([0, 1, 2, 3], [1, 2, 3, 4])
+        assert int(batch["query_viewpoints"][item, 1]) == (4 if index[0] == 0 else 0)
+
+
 def test_k_is_clipped_to_the_smallest_sampled_scene():
     buf = SceneBuffer(image_size=S)
     sizes = {0: 4, 1: 30, 2: 6}

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from world_model import GQN, BackgroundTrainer, CheckpointError, Trainer
+from world_model import GQN, BackgroundTrainer, CheckpointError, SceneBuffer, Trainer
 from world_model.trainer import linear_anneal
 
 
@@ -284,6 +284,29 @@ def test_freeze_representation_trains_the_generator_only(tiny_config, tiny_buffe
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("generator."))
     with pytest.raises(ValueError, match="freeze_representation"):
         tiny_config.replace(freeze_representation="yes")
+
+
+def test_window_context_selection_reaches_the_sampler_and_is_validated(tiny_config, tiny_buffer):
+    s, d = tiny_config.image_size, tiny_config.viewpoint_dim
+    ordered = SceneBuffer(image_size=s, viewpoint_dim=d)
+    for scene in range(3):
+        viewpoints = np.zeros((10, d), dtype=np.float32)
+        viewpoints[:, 1] = np.arange(10)  # each frame's index, to read back from the batch
+        ordered.add_batch(np.full(10, scene), np.full((10, s, s, 3), 40 * scene, dtype=np.uint8), viewpoints)
+    trainer = Trainer(tiny_config.replace(context_max=6, context_selection="window"), ordered)
+    for _ in range(20):
+        index = trainer.sample_batch()["context_viewpoints"][..., 1]  # (B, K): the frame indices
+        assert np.all(np.diff(index, axis=1) == 1)  # consecutive frames in every item
+    assert math.isfinite(trainer.step()["loss"])
+
+    class Unordered:  # draws its own frames: it cannot honour a window
+        def sample(self, batch_size, rng):
+            return tiny_buffer.sample(batch_size, rng)
+
+    with pytest.raises(ValueError, match="context_selection"):
+        Trainer(tiny_config.replace(context_selection="window"), Unordered()).sample_batch()
+    with pytest.raises(ValueError, match="context_selection"):
+        tiny_config.replace(context_selection="nearest")
 
 
 def test_log_uniform_context_sampling_reaches_the_sampler_and_is_validated(tiny_config, tiny_buffer):
