@@ -39,6 +39,12 @@ def _check_positive(owner: Any, names: Sequence[str]) -> None:
             raise ValueError(f"{type(owner).__name__}.{name} must be a positive integer, got {value!r}")
 
 
+def check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
+    """Raise ``ValueError`` unless ``value`` is one of ``choices`` (``name`` says what it is)."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """The architecture of a GQN; two models with equal ones share checkpoints."""
@@ -224,14 +230,8 @@ class TrainConfig:
         fraction = self.top_down_fraction
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
             raise ValueError(f"TrainConfig.top_down_fraction must be in [0, 1], got {fraction!r}")
-        if self.context_sampling not in CONTEXT_SAMPLINGS:
-            raise ValueError(
-                f"TrainConfig.context_sampling must be one of {CONTEXT_SAMPLINGS}, got {self.context_sampling!r}"
-            )
-        if self.context_selection not in CONTEXT_SELECTIONS:
-            raise ValueError(
-                f"TrainConfig.context_selection must be one of {CONTEXT_SELECTIONS}, got {self.context_selection!r}"
-            )
+        check_choice("TrainConfig.context_sampling", self.context_sampling, CONTEXT_SAMPLINGS)
+        check_choice("TrainConfig.context_selection", self.context_selection, CONTEXT_SELECTIONS)
         if not isinstance(self.freeze_representation, bool):
             raise ValueError(
                 f"TrainConfig.freeze_representation must be true or false, got {self.freeze_representation!r}"

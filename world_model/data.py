@@ -18,7 +18,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from world_model.config import CONTEXT_SAMPLINGS, CONTEXT_SELECTIONS
+from world_model.config import CONTEXT_SAMPLINGS, CONTEXT_SELECTIONS, check_choice
 from world_model.frames import TOP_DOWN_VIEWPOINT, check_frame, check_frames, is_top_down
 from world_model.store import SceneStore
 
@@ -62,20 +62,10 @@ def draw_num_context(rng: np.random.Generator, lo: int, hi: int, sampling: str =
     Log-uniform: K is the floor of ``exp(u)``, u uniform in ``[log lo, log(hi + 1))``, so
     every K in range can come up and each doubling of K is about as likely as the last.
     """
-    _check_context_sampling(sampling)
+    check_choice("context_sampling", sampling, CONTEXT_SAMPLINGS)
     if sampling == "log_uniform":
         return min(int(np.exp(rng.uniform(np.log(lo), np.log(hi + 1)))), hi)
     return int(rng.integers(lo, hi + 1))
-
-
-def _check_context_sampling(sampling: str) -> None:
-    if sampling not in CONTEXT_SAMPLINGS:
-        raise ValueError(f"context_sampling must be one of {CONTEXT_SAMPLINGS}, got {sampling!r}")
-
-
-def _check_context_selection(selection: str) -> None:
-    if selection not in CONTEXT_SELECTIONS:
-        raise ValueError(f"context_selection must be one of {CONTEXT_SELECTIONS}, got {selection!r}")
 
 
 def _frame_indices(rng: np.random.Generator, size: int, k: int, selection: str) -> np.ndarray:
@@ -251,8 +241,8 @@ class SceneBuffer:
             raise ValueError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
         if not 0.0 <= top_down_fraction <= 1.0:
             raise ValueError(f"top_down_fraction must be in [0, 1], got {top_down_fraction!r}")
-        _check_context_sampling(context_sampling)  # before any draw: a bad call leaves rng as it was
-        _check_context_selection(context_selection)
+        check_choice("context_sampling", context_sampling, CONTEXT_SAMPLINGS)  # before any draw: rng stays as it was
+        check_choice("context_selection", context_selection, CONTEXT_SELECTIONS)
         lo, hi = self._context_bounds(num_context)
         needed = max(self.min_frames_to_sample, lo + 1)
         with self._lock:

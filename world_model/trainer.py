@@ -33,12 +33,14 @@ import numpy as np
 import torch
 
 from world_model.checkpoint import CheckpointError, check_compatible, load_checkpoint, load_weights, save_checkpoint
-from world_model.config import GQNConfig
+from world_model.config import GQNConfig, TrainConfig
 from world_model.data import draw_num_context
 from world_model.model import GQN, forward_batch
 
-#: Options of ``SceneBuffer.sample`` that the trainer passes from its config when they differ from these defaults.
-_SAMPLER_OPTIONS = {"context_sampling": "uniform", "context_selection": "random"}
+#: Options of ``SceneBuffer.sample`` that the trainer passes from its config when they differ from their defaults.
+_SAMPLER_OPTIONS = {
+    name: TrainConfig.__dataclass_fields__[name].default for name in ("context_sampling", "context_selection")
+}
 
 
 def _accepts_keyword(sampler: Any, name: str) -> bool:
@@ -180,7 +182,7 @@ class Trainer:
                 batch = self.sampler.sample(
                     c.batch_size, self.np_rng, num_context=(c.context_min, c.context_max), **extra
                 )
-            elif c.context_selection != "random":
+            elif c.context_selection != _SAMPLER_OPTIONS["context_selection"]:
                 raise ValueError(
                     f"context_selection={c.context_selection!r} needs a sampler whose sample() takes "
                     "num_context and context_selection (world_model.SceneBuffer does)"
