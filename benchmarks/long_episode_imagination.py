@@ -68,7 +68,10 @@ def main() -> None:
         for name, r in rs.items():
             frames = spread if name == "16 spread frames" else slice(None)  # the frames r was built from
             context = scene.context_images[frames][None], scene.context_viewpoints[frames][None]
-            pred = model.render(r[None].expand(q, *r.shape), scene.query_viewpoints, context=context, sample=False)
+            count = len(spread) if name == "16 spread frames" else n  # the views r stands for
+            pred = model.render(
+                r[None].expand(q, *r.shape), scene.query_viewpoints, context=context, sample=False, frames=count
+            )
             scores[name].append(psnr(pred, scene.query_images))
     rows = [{"context": name, "psnr_db": float(np.concatenate(v).mean())} for name, v in scores.items()]
     print(format_table(rows, ["context", "psnr_db"]))

@@ -85,11 +85,15 @@ def imagine(
     r = scale_to_context(encodings.sum(dim=0, keepdim=True), len(images), model.config.context_max)  # (1, C, h, w)
     context = (images[None], viewpoints[None])
     query = torch.as_tensor(TOP_DOWN_VIEWPOINT[None], device=model.device)
-    mean = model.render(r, query, context=context)[0].permute(1, 2, 0).cpu().numpy()
+    mean = model.render(r, query, context=context, frames=len(images))[0].permute(1, 2, 0).cpu().numpy()
     draws = []
     for k in range(samples):
         generator = torch.Generator(device=model.device).manual_seed(seed * 1000 + k)
-        draws.append(model.render(r, query, context=context, generator=generator, sample=True)[0].cpu().numpy())
+        draws.append(
+            model.render(r, query, context=context, generator=generator, sample=True, frames=len(images))[0]
+            .cpu()
+            .numpy()
+        )
     std = np.stack(draws).std(axis=0).mean(axis=0) if samples > 1 else np.zeros(mean.shape[:2])
     return mean, std
 

@@ -10,6 +10,7 @@ Subcommands::
     gqn-gym tour      render frames and the top-down map of a scene to PNG files
     gqn-gym export    strip a checkpoint to weights + config (what gqn_env/assets ships)
     gqn-gym add-map   give a trained model a map head for the generator (agents' inputs unchanged)
+    gqn-gym add-count give a trained model's generator the context's length (agents' inputs unchanged)
 
 Run ``gqn-gym <command> --help`` for the options of each.
 """
@@ -174,6 +175,16 @@ def _add_map(args: argparse.Namespace) -> None:
     print(f"wrote {path}: a map head of {args.channels} channels, renders as {args.checkpoint} until trained")
 
 
+def _add_count(args: argparse.Namespace) -> None:
+    from world_model.checkpoint import CheckpointError, add_count_input
+
+    try:
+        path = add_count_input(args.checkpoint, args.out)
+    except (FileNotFoundError, CheckpointError, ValueError) as e:  # the user's file: one line
+        sys.exit(f"gqn-gym add-count: {e}")
+    print(f"wrote {path}: the generator reads the context's length, renders as {args.checkpoint} until trained")
+
+
 def _imagine(args: argparse.Namespace) -> None:
     import gymnasium as gym
     import numpy as np
@@ -336,6 +347,15 @@ def main(argv: list[str] | None = None) -> None:
         help="ModelConfig.map_layout: a vector or a floor grid",
     )
     p.set_defaults(func=_add_map)
+
+    p = sub.add_parser(
+        "add-count",
+        help="tell a trained model's generator how many views r stands for "
+        "(train it with --set context_draw_max=... freeze_representation=true)",
+    )
+    p.add_argument("checkpoint")
+    p.add_argument("out")
+    p.set_defaults(func=_add_count)
 
     minimums = {}  # per command: option -> least value, checked after parsing
     for name, help_text in (

@@ -66,9 +66,10 @@ LATER_TRAIN_DEFAULTS: dict[str, Any] = {
     "freeze_representation": False,
     "context_sampling": "uniform",
     "context_selection": "random",
+    "context_draw_max": 0,
 }
 #: Architecture fields added since the current layout: a config without one takes this value.
-LATER_MODEL_DEFAULTS: dict[str, Any] = {"map_channels": 0, "map_layout": "vector"}
+LATER_MODEL_DEFAULTS: dict[str, Any] = {"map_channels": 0, "map_layout": "vector", "count_input": False}
 
 
 def migrate_config(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -338,6 +339,44 @@ def export_for_inference(src: str | os.PathLike[str], dst: str | os.PathLike[str
     return save_checkpoint(dst, keep)
 
 
+def _widen_inputs(data: dict, changes: dict[str, Any], seed: int, dst: str | os.PathLike[str]) -> Path:
+    """Write to ``dst`` the model of checkpoint ``data`` rebuilt with config ``changes`` that add core inputs.
+
+    The new model's new parameters are initialised from ``seed``; every core's
+    convolution is widened by name (:class:`world_model.generator.ChannelLayout`), the old
+    inputs' weights copied into their places and the new inputs' weights set to zero, so
+    that it renders exactly as the old model until trained. The optimizer and RNG state
+    are not kept: training restarts Adam from these weights.
+    """
+    from world_model.model import GQN
+
+    old_config = GQNConfig.from_dict(data["config"])
+    old = GQN(old_config)
+    load_weights(old, data, strict_config=False)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        new = GQN(old_config.replace(**changes))  # validates the changes
+    weights = new.state_dict()
+    old_weights = old.state_dict()
+    for gen in ("generator", "inference"):
+        old_layout = getattr(old.generator, f"{gen}_inputs")
+        new_layout = getattr(new.generator, f"{gen}_inputs")
+        for i, core in enumerate(getattr(new.generator, f"{gen}_cores")):
+            name = f"generator.{gen}_cores.{i}.conv.weight"
+            before = old_weights[name]  # (4H, in + H, k, k)
+            after = torch.zeros_like(weights[name])
+            for group, where in old_layout.slices.items():
+                start = new_layout.slices[group].start
+                after[:, start : start + where.stop - where.start] = before[:, where]
+            after[:, core.in_channels :] = before[:, old_layout.channels :]  # the core's own hidden state
+            weights[name] = after
+    for name, tensor in old_weights.items():  # every other tensor keeps its shape and values
+        if tuple(weights[name].shape) == tuple(tensor.shape):
+            weights[name] = tensor.clone()
+    keep = {k: data[k] for k in ("step", "extra") if k in data}
+    return save_checkpoint(dst, {**keep, "config": new.config.to_dict(), "model": weights})
+
+
 def add_map_head(
     src: str | os.PathLike[str], dst: str | os.PathLike[str], channels: int, seed: int = 0, layout: str = "vector"
 ) -> Path:
@@ -356,36 +395,27 @@ def add_map_head(
         CheckpointError: If the checkpoint is unreadable or its model already has a map head.
         ValueError: If ``channels`` < 1 or the model's representation network is not ``patch``.
     """
-    from world_model.model import GQN
-
     if not isinstance(channels, int) or isinstance(channels, bool) or channels < 1:
         raise ValueError(f"channels must be a positive integer, got {channels!r}")
     data = load_checkpoint(src)
-    old_config = GQNConfig.from_dict(data["config"])
-    if old_config.map_channels:
-        raise CheckpointError(f"{src} already has a map head ({old_config.map_channels} channels)")
-    old = GQN(old_config)
-    load_weights(old, data, strict_config=False)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        new = GQN(old_config.replace(map_channels=channels, map_layout=layout))  # validates: patch networks only
-    weights = new.state_dict()
-    old_weights = old.state_dict()
-    # Every core takes r among its inputs; copy each input group into its place in the wider layout.
-    for gen in ("generator", "inference"):
-        old_layout = getattr(old.generator, f"{gen}_inputs")
-        new_layout = getattr(new.generator, f"{gen}_inputs")
-        for i, core in enumerate(getattr(new.generator, f"{gen}_cores")):
-            name = f"generator.{gen}_cores.{i}.conv.weight"
-            before = old_weights[name]  # (4H, in + H, k, k)
-            after = torch.zeros_like(weights[name])
-            for group, where in old_layout.slices.items():
-                start = new_layout.slices[group].start
-                after[:, start : start + where.stop - where.start] = before[:, where]
-            after[:, core.in_channels :] = before[:, old_layout.channels :]  # the core's own hidden state
-            weights[name] = after
-    for name, tensor in old_weights.items():  # every other tensor keeps its shape and values
-        if tuple(weights[name].shape) == tuple(tensor.shape):
-            weights[name] = tensor.clone()
-    keep = {k: data[k] for k in ("step", "extra") if k in data}
-    return save_checkpoint(dst, {**keep, "config": new.config.to_dict(), "model": weights})
+    channels_before = GQNConfig.from_dict(data["config"]).map_channels
+    if channels_before:
+        raise CheckpointError(f"{src} already has a map head ({channels_before} channels)")
+    return _widen_inputs(data, {"map_channels": channels, "map_layout": layout}, seed, dst)
+
+
+def add_count_input(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Path:
+    """Give a trained model the generator's count input (``ModelConfig.count_input``); write it to ``dst``.
+
+    The new input's weights start at zero, so the new model renders exactly as the old
+    one; trained with ``context_draw_max`` above ``context_max``, it can learn to read
+    how many views a scaled-down r stands for. Nothing agents observe changes. The
+    optimizer and RNG state are not kept.
+
+    Raises:
+        CheckpointError: If the checkpoint is unreadable or its model already has the input.
+    """
+    data = load_checkpoint(src)
+    if GQNConfig.from_dict(data["config"]).count_input:
+        raise CheckpointError(f"{src} already has a count input")
+    return _widen_inputs(data, {"count_input": True}, 0, dst)

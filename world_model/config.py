@@ -92,6 +92,13 @@ class ModelConfig:
     """Share one ConvLSTM core across the L steps (the paper unshares them)."""
     downsample: int = 4
     """Image side / hidden side (4 in the paper: 64x64 -> 16x16); also the patch side."""
+    count_input: bool = False
+    """Give the generator's and inference network's cores one more input, how many times more
+    views r was summed over than it is scaled to: ``log(K / context_max)`` for a context of K >
+    ``context_max`` views, whose sum is rendered as ``context_max`` views' worth
+    (:func:`world_model.model.scale_to_context`), else 0. A model without it cannot tell a
+    scaled sum of 200 views from a sum of 16, so it cannot grow more certain past 16 views
+    (:func:`world_model.checkpoint.add_count_input`; train with ``context_draw_max``)."""
 
     def __post_init__(self) -> None:
         """Validate on construction."""
@@ -104,6 +111,8 @@ class ModelConfig:
             raise ValueError(
                 f"ModelConfig.representation must be one of {REPRESENTATIONS}, got {self.representation!r}"
             )
+        if not isinstance(self.count_input, bool):
+            raise ValueError(f"ModelConfig.count_input must be true or false, got {self.count_input!r}")
         for name in ("view_channels", "map_channels"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
@@ -187,10 +196,17 @@ class TrainConfig:
     context_min: int = 1
     """Fewest context views in a training batch."""
     context_max: int = 16
-    """Most context views in a training batch (drawn per batch as ``context_sampling`` says); the
-    env wrapper scales a long episode's r to as many views' worth."""
+    """Most context views in a training batch (drawn per batch as ``context_sampling`` says),
+    unless ``context_draw_max`` is larger; the sum of a longer context, in training as in the
+    env wrapper, is scaled to as many views' worth (:func:`world_model.model.scale_to_context`)."""
+    context_draw_max: int = 0
+    """If larger than ``context_max``: batches draw K in ``[context_min, context_draw_max]``, and a
+    sum of more than ``context_max`` views is scaled to ``context_max`` views' worth, as the
+    env wrapper renders a long episode. With ``ModelConfig.count_input`` the generator is told
+    by how much, so that it can learn to grow more certain with every view. 0 (default): K
+    stays within ``context_max``."""
     context_sampling: str = "uniform"
-    """How a batch's number of context views K is drawn in ``[context_min, context_max]``:
+    """How a batch's number of context views K is drawn in ``[context_min, most_context]``:
     ``"uniform"``, or ``"log_uniform"`` (log K uniform, so that a wide range such as 1 to 216
     views trains small contexts as often as large ones: half the batches have K <= sqrt(max))."""
     context_selection: str = "random"
@@ -240,12 +256,20 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.seed must be an integer, got {self.seed!r}")
         if self.context_min > self.context_max:
             raise ValueError(f"TrainConfig.context_min ({self.context_min}) > context_max ({self.context_max})")
+        draw = self.context_draw_max
+        if not isinstance(draw, int) or isinstance(draw, bool) or draw < 0:
+            raise ValueError(f"TrainConfig.context_draw_max must be an integer >= 0, got {draw!r}")
         for name in ("sigma_start", "sigma_end", "lr_start", "lr_end"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not value > 0:
                 raise ValueError(f"TrainConfig.{name} must be > 0, got {value!r}")
         if not isinstance(self.grad_clip, (int, float)) or self.grad_clip < 0:
             raise ValueError(f"TrainConfig.grad_clip must be >= 0, got {self.grad_clip!r}")
+
+    @property
+    def most_context(self) -> int:
+        """The most context views a training batch draws: ``max(context_max, context_draw_max)``."""
+        return max(self.context_max, self.context_draw_max)
 
 
 MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(ModelConfig))

@@ -212,7 +212,8 @@ class ConvDRAW(nn.Module):
     :class:`ChannelLayout` s ``generator_inputs`` and ``inference_inputs``: generator
     ``[z (Z), v (D), r (R)]`` (then ``[view (V), view_offset (D)]``, the nearest view's
     map and pose offset, when ``config.view_channels`` = V > 0), inference
-    ``[x (I), h_gen (H), v (D), r (R)]``, each followed by the core's own hidden state
+    ``[x (I), h_gen (H), v (D), r (R)]``; both end with ``count`` (1) when
+    ``config.count_input`` is set. Each is followed by the core's own hidden state
     (H channels for the generator, I = ``config.inference_channels`` for the inference core).
     """
 
@@ -232,11 +233,12 @@ class ConvDRAW(nn.Module):
         view_inputs = (("view", view), ("view_offset", d)) if view else ()
         # A grid map head's sum over views: a floor map (M, s, s), an input of its own.
         grid = (("map", config.map_channels),) if config.grid_map else ()
-        self.generator_inputs = ChannelLayout(("z", z), ("v", d), ("r", r), *grid, *view_inputs)
+        count = (("count", 1),) if config.count_input else ()  # log of how far r was scaled down
+        self.generator_inputs = ChannelLayout(("z", z), ("v", d), ("r", r), *grid, *view_inputs, *count)
         gen_in = self.generator_inputs.channels
         self.generator_cores = nn.ModuleList(ConvLSTMCell(gen_in, hid, k) for _ in range(cores))
         inf = config.inference_channels
-        self.inference_inputs = ChannelLayout(("x", inf), ("h_gen", hid), ("v", d), ("r", r), *grid)
+        self.inference_inputs = ChannelLayout(("x", inf), ("h_gen", hid), ("v", d), ("r", r), *grid, *count)
         inf_in = self.inference_inputs.channels
         self.inference_cores = nn.ModuleList(ConvLSTMCell(inf_in, inf, k) for _ in range(cores))
         self.prior = nn.Conv2d(hid, 2 * z, k, padding=k // 2)
@@ -267,6 +269,7 @@ class ConvDRAW(nn.Module):
         generator: torch.Generator | None = None,
         sample: bool = True,
         view: tuple[torch.Tensor, torch.Tensor] | None = None,
+        count: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The L-step ConvDRAW loop.
 
@@ -278,6 +281,8 @@ class ConvDRAW(nn.Module):
             sample: Draw z (True) or take the distribution's mean (False).
             view: The context view nearest each query, ``(images (B, 3, H, W), viewpoints (B, D))``;
                 required when ``config.view_channels > 0``, ignored otherwise.
+            count: ``(B, 1)``, :func:`world_model.model.context_excess` of r's views; required
+                when ``config.count_input`` is set, ignored otherwise.
 
         Returns:
             ``(mean image (B, 3, H, W) in [0, 1], KL (B,))``; the KL is zero for a prior pass.
@@ -288,18 +293,22 @@ class ConvDRAW(nn.Module):
         mask = self.tap_mask
         # Everything that does not change over the L steps, once per pass (per core if unshared).
         r = r.flatten(1) if r.shape[-1] == 1 else r  # pooled r: a vector (B, R), joined with v; else (B, R, s, s)
-        floor = {}  # a grid map head's floor map, split from r
+        shared = {}  # inputs both cores take besides v and r: a grid map head's floor map, the count
         if "map" in self.generator_inputs.slices:
             r, grid = r[:, : cfg.r_channels], r[:, cfg.r_channels :]
-            floor["map"] = grid.reshape(b, *cfg.map_shape)  # (B, M, s, s)
+            shared["map"] = grid.reshape(b, *cfg.map_shape)  # (B, M, s, s)
+        if cfg.count_input:
+            if count is None:
+                raise ValueError("This model (count_input) needs count=(B, 1), how far r was scaled down")
+            shared["count"] = count.to(viewpoints.dtype).reshape(b, 1)  # a vector input, like v
         gen_inputs = self.generator_inputs
-        gen_parts = gen_inputs.parts(v=viewpoints, r=r, **floor, **self._view_inputs(view, viewpoints))
+        gen_parts = gen_inputs.parts(v=viewpoints, r=r, **shared, **self._view_inputs(view, viewpoints))
         gen_fixed = [c.fixed_gates(gen_parts, mask) for c in self.generator_cores]
         gen_weight = [c.step_weight([gen_inputs.slices["z"]]) for c in self.generator_cores]  # z, then h_gen
         if target is not None:
             x = self.target_down(target)  # (B, I, s, s)
             inf_inputs = self.inference_inputs
-            inf_parts = inf_inputs.parts(x=x, v=viewpoints, r=r, **floor)
+            inf_parts = inf_inputs.parts(x=x, v=viewpoints, r=r, **shared)
             inf_fixed = [c.fixed_gates(inf_parts, mask) for c in self.inference_cores]
             inf_weight = [c.step_weight([inf_inputs.slices["h_gen"]]) for c in self.inference_cores]  # then h_inf
         zeros = viewpoints.new_zeros(b, hid, s, s)

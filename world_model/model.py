@@ -99,6 +99,21 @@ def scale_to_context(r_sum: Any, frames: int, context_max: int) -> Any:
     return r_sum * (min(frames, context_max) / frames)
 
 
+def context_excess(frames: Any, context_max: int) -> np.ndarray:
+    """What a ``count_input`` model is told of a context of ``frames`` views.
+
+    ``log(frames / context_max)`` where the sum was scaled down (:func:`scale_to_context`),
+    else 0. ``frames`` is one count or one per query; returns float32 of its shape.
+
+    Raises:
+        ValueError: If a count is not a finite number >= 1.
+    """
+    counts = np.asarray(frames, dtype=np.float64)
+    if not np.isfinite(counts).all() or (counts < 1).any():
+        raise ValueError(f"frames must be view counts >= 1, got {frames!r}")
+    return np.log(np.maximum(counts, context_max) / context_max).astype(np.float32)
+
+
 def _gather_nearest(
     images: torch.Tensor, viewpoints: torch.Tensor, query_viewpoints: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -170,7 +185,11 @@ class GQN(nn.Module):
         return r.view(b, k, *r.shape[1:]).sum(dim=1)  # (B, R, h, w)
 
     def scene_representation(self, context_images: Any, context_viewpoints: Any) -> torch.Tensor:
-        """Scene representation r, the sum over K context views: ``(B, K, ...)`` -> ``(B, *r_shape)``."""
+        """Scene representation r, the sum over K context views: ``(B, K, ...)`` -> ``(B, *r_shape)``.
+
+        The plain sum: to render from more than ``config.context_max`` views, scale it with
+        :func:`scale_to_context` and pass ``frames=K`` to :meth:`render`, as the env wrapper does.
+        """
         return self._represent(*self._context(context_images, context_viewpoints))
 
     def nearest_view(
@@ -207,6 +226,17 @@ class GQN(nn.Module):
         x, v = self._context(images, viewpoints)
         return _gather_nearest(x, v, qv)
 
+    def _count_input(self, frames: Any, batch: int) -> torch.Tensor | None:
+        """The generator's count input ``(B, 1)`` for r of ``frames`` views (None for a model without one)."""
+        if frames is None:
+            frames = 1  # r of at most context_max views: the input reads 0
+        excess = context_excess(frames, self.config.context_max).reshape(-1)
+        if excess.size not in (1, batch):
+            raise ValueError(f"frames must be one count or one per query ({batch}), got {excess.size}")
+        if not self.config.count_input:
+            return None
+        return torch.as_tensor(excess, device=self.device).expand(batch)[:, None]
+
     def _check_r(self, r: torch.Tensor, batch: int) -> torch.Tensor:
         shape = (batch, *self.config.representation_shape)
         if tuple(r.shape) != shape:
@@ -234,7 +264,8 @@ class GQN(nn.Module):
         if not (isinstance(sigma, numbers.Real) and math.isfinite(sigma) and sigma > 0):
             raise ValueError(f"sigma must be a finite positive number, got {sigma!r}")
         x, v = self._context(context_images, context_viewpoints)
-        r = self._represent(x, v)
+        frames = x.shape[1]
+        r = scale_to_context(self._represent(x, v), frames, self.config.context_max)  # as the env wrapper renders
         target = images_to_tensor(query_images, self.config.image_size, self.device, lead=1)
         qv = viewpoints_to_tensor(query_viewpoints, self.config.viewpoint_dim, self.device, lead=1)
         if target.shape[0] != r.shape[0] or qv.shape[0] != r.shape[0]:
@@ -242,7 +273,8 @@ class GQN(nn.Module):
                 f"Batch sizes differ: context {r.shape[0]}, queries {target.shape[0]}, viewpoints {qv.shape[0]}"
             )
         view = _gather_nearest(x, v, qv) if self.config.view_channels else None
-        mean, kl = self.generator.run(r, qv, target=target, generator=generator, view=view)
+        count = self._count_input(frames, qv.shape[0])
+        mean, kl = self.generator.run(r, qv, target=target, generator=generator, view=view, count=count)
         # Gaussian pixel likelihood, summed over pixels: (B,)
         nll = (0.5 * ((target - mean) / sigma) ** 2 + math.log(sigma) + HALF_LOG_2PI).flatten(1).sum(dim=1)
         return {
@@ -260,6 +292,7 @@ class GQN(nn.Module):
         context: Any = None,
         generator: torch.Generator | None = None,
         sample: bool = False,
+        frames: Any = None,
     ) -> torch.Tensor:
         """Imagine: render query viewpoints from r by the prior; ``(B, 3, S, S)`` in [0, 1].
 
@@ -273,11 +306,15 @@ class GQN(nn.Module):
             generator: Source of the latent noise when sampling.
             sample: Draw z from the prior (True) or take its mean at every step (False, default:
                 the deterministic prediction the evaluation scores).
+            frames: How many views r was summed over before :func:`scale_to_context`: one count,
+                or one per query. A model with ``config.count_input`` reads it (``None``: at most
+                ``context_max``, as :meth:`scene_representation` of a short context gives).
         """
         qv = viewpoints_to_tensor(query_viewpoints, self.config.viewpoint_dim, self.device, lead=1)
         r = self._check_r(r, qv.shape[0])
         view = self._view_input(context, qv)
-        mean, _ = self.generator.run(r, qv, generator=generator, sample=sample, view=view)
+        count = self._count_input(frames, qv.shape[0])
+        mean, _ = self.generator.run(r, qv, generator=generator, sample=sample, view=view, count=count)
         return mean
 
     def reconstruct(
@@ -287,11 +324,16 @@ class GQN(nn.Module):
         query_images: Any,
         context: Any = None,
         generator: torch.Generator | None = None,
+        frames: Any = None,
     ) -> torch.Tensor:
-        """Posterior reconstruction of the queries, ``(B, 3, S, S)`` in [0, 1]; ``context`` as in :meth:`render`."""
+        """Posterior reconstruction of the queries, ``(B, 3, S, S)`` in [0, 1].
+
+        ``context`` and ``frames`` as in :meth:`render`.
+        """
         qv = viewpoints_to_tensor(query_viewpoints, self.config.viewpoint_dim, self.device, lead=1)
         target = images_to_tensor(query_images, self.config.image_size, self.device, lead=1)
         r = self._check_r(r, qv.shape[0])
         view = self._view_input(context, qv)
-        mean, _ = self.generator.run(r, qv, target=target, generator=generator, view=view)
+        count = self._count_input(frames, qv.shape[0])
+        mean, _ = self.generator.run(r, qv, target=target, generator=generator, view=view, count=count)
         return mean

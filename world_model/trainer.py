@@ -180,7 +180,7 @@ class Trainer:
                             )
                         extra[name] = value
                 batch = self.sampler.sample(
-                    c.batch_size, self.np_rng, num_context=(c.context_min, c.context_max), **extra
+                    c.batch_size, self.np_rng, num_context=(c.context_min, c.most_context), **extra
                 )
             elif c.context_selection != _SAMPLER_OPTIONS["context_selection"]:
                 raise ValueError(
@@ -199,8 +199,8 @@ class Trainer:
         b, k = images.shape[:2]
         if k < c.context_min:
             raise ValueError(f"The sampler returned K = {k} context views; the config needs >= {c.context_min}")
-        if k > c.context_max:
-            keep = draw_num_context(self.np_rng, c.context_min, c.context_max, c.context_sampling)
+        if k > c.most_context:
+            keep = draw_num_context(self.np_rng, c.context_min, c.most_context, c.context_sampling)
             order = np.argsort(self.np_rng.random((b, k)), axis=1)[:, :keep]  # (B, keep) random views per item
             batch["context_images"] = np.take_along_axis(images, order[:, :, None, None, None], axis=1)
             batch["context_viewpoints"] = np.take_along_axis(viewpoints, order[:, :, None], axis=1)

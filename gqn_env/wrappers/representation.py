@@ -463,7 +463,9 @@ class RepresentationState:
         episode = self.episodes[slot]
         context = episode.context() if episode else None  # (1, T, S, S, 3), (1, T, D)
         qv = torch.as_tensor(vps, device=self.device)
-        images = self.model.render(r, qv, context=context, generator=generator, sample=sample)
+        images = self.model.render(
+            r, qv, context=context, generator=generator, sample=sample, frames=max(int(self.counts[slot]), 1)
+        )
         # (Q, 3, S, S) in [0, 1] -> (Q, S, S, 3) uint8
         return (images.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
