@@ -17,7 +17,9 @@ two references: the mean top-down image of ``--mean-scenes`` training-seed
 scenes, and the model given the same number of frames from another scene
 (shuffled context). ``--samples`` prior samples give the per-pixel standard
 deviation, averaged over the floor the walk has seen so far and over the floor
-it has not (2D line of sight, :mod:`agents.coverage`). The paper's claim
+it has not (2D line of sight, :mod:`agents.coverage`). Each frame count after the
+first also gets the change from the one before, scene by scene, with its standard
+error (``psnr_model_change``, ``std_unseen_change`` and ``..._se``). The paper's claim
 (Eslami et al. 2018, the maze figure) as numbers: accuracy should rise and the
 uncertainty about unseen floor fall as frames are seen.
 
@@ -71,6 +73,15 @@ def pixel_floor_points(scene, size: int) -> tuple[np.ndarray, np.ndarray]:
             & (points[:, 1] <= room.max_z)
         )
     return points, on_floor
+
+
+def mean_and_se(values) -> tuple[float, float]:
+    """Mean and standard error of the finite ``values`` (NaN when there are fewer than two)."""
+    finite = np.asarray(values, dtype=np.float64)
+    finite = finite[np.isfinite(finite)]
+    if len(finite) < 2:
+        return math.nan, math.nan
+    return float(finite.mean()), float(finite.std(ddof=1) / math.sqrt(len(finite)))
 
 
 @torch.inference_mode()
@@ -161,6 +172,10 @@ def run(args: argparse.Namespace) -> dict:
         entry = {"frames": "all" if count == args.steps else count}
         for key in ("psnr_model", "psnr_shuffled", "psnr_mean_image", "std_seen", "std_unseen", "floor_seen"):
             entry[key] = float(np.nanmean([r[key] for r in rows]))
+        if j:  # the change from the previous frame count, scene by scene, and its standard error
+            for key in ("psnr_model", "std_unseen"):
+                change = [now[j][key] - now[j - 1][key] for now in per_scene]
+                entry[f"{key}_change"], entry[f"{key}_change_se"] = mean_and_se(change)
         by_frames.append(entry)
     full = by_frames[-1]
     return {
@@ -225,6 +240,16 @@ def main() -> None:
     truth, predictions, stds, by_frames = result.pop("_figure")
     columns = ["frames", "psnr_model", "psnr_mean_image", "psnr_shuffled", "std_seen", "std_unseen", "floor_seen"]
     print(format_table(by_frames, columns))
+    changes = [
+        {"frames": e["frames"], **{k: e[k] for k in e if k.endswith(("_change", "_change_se"))}} for e in by_frames[1:]
+    ]
+    print("change from the previous frame count, mean over scenes and its standard error:")
+    print(
+        format_table(
+            changes,
+            ["frames", "psnr_model_change", "psnr_model_change_se", "std_unseen_change", "std_unseen_change_se"],
+        )
+    )
     print(
         f"after all frames: model {result['psnr_model']:.2f} dB, "
         f"{result['gap_db_mean_image']:+.2f} dB over the mean top-down image, "

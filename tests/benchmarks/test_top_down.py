@@ -51,7 +51,17 @@ def test_a_tiny_run_reports_every_frame_count_and_is_deterministic(tmp_path):
     assert seen == sorted(seen) and 0 < seen[-1] <= 1  # the walk sees more floor as it goes
     for row in first["by_frames"]:
         assert row["std_unseen"] >= 0 and 0 < row["psnr_model"] < 100
+    rows = first["by_frames"]
+    for before, row in zip(rows[:-1], rows[1:], strict=True):  # paired: the mean change is the change of means
+        assert np.isclose(row["psnr_model_change"], row["psnr_model"] - before["psnr_model"])
+        assert row["psnr_model_change_se"] >= 0
+    assert "psnr_model_change" not in rows[0]
     truth, predictions, stds, _ = first["_figure"]
     assert truth.shape == predictions[0].shape == (16, 16, 3) and stds[0].shape == (16, 16)
     top_down.plot(truth, predictions, stds, first["by_frames"], tmp_path / "strip.png")
     assert (tmp_path / "strip.png").stat().st_size > 1000
+
+
+def test_mean_and_se():
+    assert top_down.mean_and_se([1.0, 3.0, float("nan")]) == (2.0, 1.0)
+    assert all(np.isnan(top_down.mean_and_se([1.0, float("nan")])))
