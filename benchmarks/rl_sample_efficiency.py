@@ -394,6 +394,39 @@ def bootstrap_intervals(
     return out
 
 
+def paired_auc(
+    results: list[dict], pairs: list[tuple[str, str]], resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
+) -> dict[str, dict[str, float]]:
+    """Success AUC of each variant against each baseline, on the seeds both ran (the same scenes).
+
+    For each ``(baseline, variant)`` pair with common seeds: the mean of the per-seed
+    differences ``auc(variant) - auc(baseline)``, a 95% percentile-bootstrap interval of
+    that mean (seeds resampled as pairs, a fixed generator), and on how many of the seeds
+    the variant's AUC is the higher.
+
+    Returns:
+        ``auc_<variant>_minus_<baseline>``: ``{"seeds", "mean", "low", "high", "variant_higher"}``.
+    """
+    auc = {(r["variant"], r["seed"]): r["auc"] for r in results}
+    rng = np.random.default_rng(seed)
+    out = {}
+    for baseline, variant in pairs:
+        seeds = sorted(s for v, s in auc if v == variant and (baseline, s) in auc)
+        if not seeds:
+            continue
+        diff = np.array([auc[variant, s] - auc[baseline, s] for s in seeds])
+        means = diff[rng.integers(0, len(diff), size=(resamples, len(diff)))].mean(axis=1)
+        low, high = np.quantile(means, [0.025, 0.975], method="inverted_cdf")
+        out[f"auc_{variant}_minus_{baseline}"] = {
+            "seeds": len(seeds),
+            "mean": float(diff.mean()),
+            "low": float(low),
+            "high": float(high),
+            "variant_higher": int((diff > 0).sum()),
+        }
+    return out
+
+
 def summarize(results: list[dict], args: argparse.Namespace) -> tuple[list[dict], dict[str, float]]:
     """One row per variant (median steps to threshold, mean AUC, ...) and the baseline/variant ratios.
 
@@ -653,9 +686,20 @@ def main() -> None:
     print("95% bootstrap intervals (seeds resampled within each variant):")
     for key, (low, high) in intervals.items():
         print(f"  {key}: {low:.3g} to {high:.3g}")
+    paired = paired_auc(results, ratio_pairs(list(steps)))
+    print("success AUC on the seeds both ran (mean difference, 95% bootstrap interval, seeds where higher):")
+    for key, d in paired.items():
+        print(f"  {key}: {d['mean']:+.3f} ({d['low']:+.3f} to {d['high']:+.3f}), {d['variant_higher']} of {d['seeds']}")
     png = json_path.with_suffix(".png")
     plot(results, args, png)
-    payload = {"args": vars(args), "rows": rows, "ratios": ratios, "intervals_95": intervals, "runs": results}
+    payload = {
+        "args": vars(args),
+        "rows": rows,
+        "ratios": ratios,
+        "intervals_95": intervals,
+        "auc_paired": paired,
+        "runs": results,
+    }
     path = write_json(name, payload, json_path)
     print(f"wrote {path} and {png}")
 

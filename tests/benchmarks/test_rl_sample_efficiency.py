@@ -372,3 +372,20 @@ def test_ratio_pairs_set_each_baseline_over_the_others_but_not_lstm_over_pixels(
         ("pixels_lstm", "gqn"),
     ]
     assert bench.ratio_pairs(["gqn", "state_oracle"]) == []
+
+
+def test_paired_auc_compares_the_seeds_both_ran():
+    results = [
+        {"variant": "gqn", "seed": 0, "auc": 0.5},
+        {"variant": "gqn", "seed": 1, "auc": 0.3},
+        {"variant": "gqn", "seed": 2, "auc": 0.9},  # no pixel run of seed 2: left out
+        {"variant": "pixels", "seed": 0, "auc": 0.4},
+        {"variant": "pixels", "seed": 1, "auc": 0.4},
+    ]
+    paired = bench.paired_auc(results, [("pixels", "gqn")], resamples=1000)
+    d = paired["auc_gqn_minus_pixels"]
+    assert d["seeds"] == 2 and d["variant_higher"] == 1
+    assert np.isclose(d["mean"], 0.0)  # (+0.1 - 0.1) / 2
+    assert np.isclose(d["low"], -0.1) and np.isclose(d["high"], 0.1)  # resamples of two pairs: -0.1, 0, +0.1
+    assert bench.paired_auc(results, [("pixels", "gqn")], resamples=1000) == paired
+    assert bench.paired_auc(results, [("state_oracle", "gqn")]) == {}
