@@ -339,8 +339,10 @@ def export_for_inference(src: str | os.PathLike[str], dst: str | os.PathLike[str
     return save_checkpoint(dst, keep)
 
 
-def _widen_inputs(data: dict, changes: dict[str, Any], seed: int, dst: str | os.PathLike[str]) -> Path:
-    """Write to ``dst`` the model of checkpoint ``data`` rebuilt with config ``changes`` that add core inputs.
+def _widen_inputs(
+    data: dict, old_config: GQNConfig, changes: dict[str, Any], seed: int, dst: str | os.PathLike[str]
+) -> Path:
+    """Write to ``dst`` the model of checkpoint ``data`` (``old_config``) rebuilt with ``changes`` adding core inputs.
 
     The new model's new parameters are initialised from ``seed``; every core's
     convolution is widened by name (:class:`world_model.generator.ChannelLayout`), the old
@@ -350,7 +352,6 @@ def _widen_inputs(data: dict, changes: dict[str, Any], seed: int, dst: str | os.
     """
     from world_model.model import GQN
 
-    old_config = GQNConfig.from_dict(data["config"])
     old = GQN(old_config)
     load_weights(old, data, strict_config=False)
     with torch.random.fork_rng(devices=[]):
@@ -398,10 +399,10 @@ def add_map_head(
     if not isinstance(channels, int) or isinstance(channels, bool) or channels < 1:
         raise ValueError(f"channels must be a positive integer, got {channels!r}")
     data = load_checkpoint(src)
-    channels_before = GQNConfig.from_dict(data["config"]).map_channels
-    if channels_before:
-        raise CheckpointError(f"{src} already has a map head ({channels_before} channels)")
-    return _widen_inputs(data, {"map_channels": channels, "map_layout": layout}, seed, dst)
+    config = GQNConfig.from_dict(data["config"])
+    if config.map_channels:
+        raise CheckpointError(f"{src} already has a map head ({config.map_channels} channels)")
+    return _widen_inputs(data, config, {"map_channels": channels, "map_layout": layout}, seed, dst)
 
 
 def add_count_input(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Path:
@@ -416,6 +417,7 @@ def add_count_input(src: str | os.PathLike[str], dst: str | os.PathLike[str]) ->
         CheckpointError: If the checkpoint is unreadable or its model already has the input.
     """
     data = load_checkpoint(src)
-    if GQNConfig.from_dict(data["config"]).count_input:
+    config = GQNConfig.from_dict(data["config"])
+    if config.count_input:
         raise CheckpointError(f"{src} already has a count input")
-    return _widen_inputs(data, {"count_input": True}, 0, dst)
+    return _widen_inputs(data, config, {"count_input": True}, 0, dst)

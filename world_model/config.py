@@ -31,12 +31,21 @@ REPRESENTATIONS = ("pool", "tower", "patch")
 MAP_LAYOUTS = ("vector", "grid")
 
 
-def _check_positive(owner: Any, names: Sequence[str]) -> None:
-    """Raise ``ValueError`` unless every named field of ``owner`` is a positive int."""
+def _check_ints(owner: Any, names: Sequence[str], least: int = 1) -> None:
+    """Raise ``ValueError`` unless every named field of ``owner`` is an int of at least ``least`` (1 or 0)."""
+    what = "a positive integer" if least == 1 else f"an integer >= {least}"
     for name in names:
         value = getattr(owner, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{type(owner).__name__}.{name} must be a positive integer, got {value!r}")
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            raise ValueError(f"{type(owner).__name__}.{name} must be {what}, got {value!r}")
+
+
+def _check_flags(owner: Any, names: Sequence[str]) -> None:
+    """Raise ``ValueError`` unless every named field of ``owner`` is a bool."""
+    for name in names:
+        value = getattr(owner, name)
+        if not isinstance(value, bool):
+            raise ValueError(f"{type(owner).__name__}.{name} must be true or false, got {value!r}")
 
 
 def check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
@@ -102,7 +111,7 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         """Validate on construction."""
-        _check_positive(
+        _check_ints(
             self,
             "image_size viewpoint_dim r_channels patch_channels tower_channels hidden_channels "
             "inference_channels z_channels num_layers core_kernel_size downsample".split(),
@@ -111,12 +120,8 @@ class ModelConfig:
             raise ValueError(
                 f"ModelConfig.representation must be one of {REPRESENTATIONS}, got {self.representation!r}"
             )
-        if not isinstance(self.count_input, bool):
-            raise ValueError(f"ModelConfig.count_input must be true or false, got {self.count_input!r}")
-        for name in ("view_channels", "map_channels"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"ModelConfig.{name} must be an integer >= 0, got {value!r}")
+        _check_flags(self, ["count_input"])
+        _check_ints(self, ["view_channels", "map_channels"], least=0)
         if self.map_layout not in MAP_LAYOUTS:
             raise ValueError(f"ModelConfig.map_layout must be one of {MAP_LAYOUTS}, got {self.map_layout!r}")
         if self.map_channels and self.representation != "patch":
@@ -242,23 +247,18 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         """Validate on construction."""
-        _check_positive(self, "batch_size context_min context_max sigma_anneal_steps lr_anneal_steps".split())
+        _check_ints(self, "batch_size context_min context_max sigma_anneal_steps lr_anneal_steps".split())
         fraction = self.top_down_fraction
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
             raise ValueError(f"TrainConfig.top_down_fraction must be in [0, 1], got {fraction!r}")
         check_choice("TrainConfig.context_sampling", self.context_sampling, CONTEXT_SAMPLINGS)
         check_choice("TrainConfig.context_selection", self.context_selection, CONTEXT_SELECTIONS)
-        if not isinstance(self.freeze_representation, bool):
-            raise ValueError(
-                f"TrainConfig.freeze_representation must be true or false, got {self.freeze_representation!r}"
-            )
+        _check_flags(self, ["freeze_representation"])
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ValueError(f"TrainConfig.seed must be an integer, got {self.seed!r}")
         if self.context_min > self.context_max:
             raise ValueError(f"TrainConfig.context_min ({self.context_min}) > context_max ({self.context_max})")
-        draw = self.context_draw_max
-        if not isinstance(draw, int) or isinstance(draw, bool) or draw < 0:
-            raise ValueError(f"TrainConfig.context_draw_max must be an integer >= 0, got {draw!r}")
+        _check_ints(self, ["context_draw_max"], least=0)
         for name in ("sigma_start", "sigma_end", "lr_start", "lr_end"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not value > 0:
