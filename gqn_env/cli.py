@@ -175,14 +175,18 @@ def _add_map(args: argparse.Namespace) -> None:
     print(f"wrote {path}: a map head of {args.channels} channels, renders as {args.checkpoint} until trained")
 
 
-def _add_count(args: argparse.Namespace) -> None:
-    from world_model.checkpoint import CheckpointError, add_count_input
+def _widen(args: argparse.Namespace) -> None:
+    from world_model.checkpoint import CheckpointError, add_count_input, add_coverage
 
+    change, what = {
+        "add-count": (add_count_input, f"the generator reads the context's length, renders as {args.checkpoint}"),
+        "add-coverage": (add_coverage, "the generator reads the map head's per-cell means and view counts"),
+    }[args.command]
     try:
-        path = add_count_input(args.checkpoint, args.out)
+        path = change(args.checkpoint, args.out)
     except (FileNotFoundError, CheckpointError, ValueError) as e:  # the user's file: one line
-        sys.exit(f"gqn-gym add-count: {e}")
-    print(f"wrote {path}: the generator reads the context's length, renders as {args.checkpoint} until trained")
+        sys.exit(f"gqn-gym {args.command}: {e}")
+    print(f"wrote {path}: {what} until trained")
 
 
 def _imagine(args: argparse.Namespace) -> None:
@@ -342,20 +346,25 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the map head's initial weights")
     p.add_argument(
         "--layout",
-        choices=["vector", "grid"],
+        choices=["vector", "grid", "coverage"],
         default="vector",
-        help="ModelConfig.map_layout: a vector or a floor grid",
+        help="ModelConfig.map_layout: a vector, a floor grid, or a floor grid with view counts",
     )
     p.set_defaults(func=_add_map)
 
-    p = sub.add_parser(
-        "add-count",
-        help="tell a trained model's generator how many views r stands for "
-        "(train it with --set context_draw_max=... freeze_representation=true)",
-    )
-    p.add_argument("checkpoint")
-    p.add_argument("out")
-    p.set_defaults(func=_add_count)
+    for name, help_text in (
+        ("add-count", "tell a trained model's generator how many views r stands for"),
+        (
+            "add-coverage",
+            "turn a grid map head into a coverage one: the generator reads each floor cell's mean over "
+            "the views that saw it and how many did",
+        ),
+    ):
+        train_hint = "train it with --set context_draw_max=... freeze_representation=true"
+        p = sub.add_parser(name, help=f"{help_text} ({train_hint})")
+        p.add_argument("checkpoint")
+        p.add_argument("out")
+        p.set_defaults(func=_widen)
 
     minimums = {}  # per command: option -> least value, checked after parsing
     for name, help_text in (

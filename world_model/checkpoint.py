@@ -383,7 +383,7 @@ def add_map_head(
 ) -> Path:
     """Give a trained ``patch`` model a map head of ``channels`` (``ModelConfig.map_channels``); write it to ``dst``.
 
-    ``layout`` is ``ModelConfig.map_layout``: ``vector`` or ``grid``.
+    ``layout`` is ``ModelConfig.map_layout``: ``vector``, ``grid`` or ``coverage``.
 
     The new model is the old one plus the map head (initialised from ``seed``) and
     its ``channels`` new inputs to the generator's and the inference network's cores,
@@ -403,6 +403,25 @@ def add_map_head(
     if config.map_channels:
         raise CheckpointError(f"{src} already has a map head ({config.map_channels} channels)")
     return _widen_inputs(data, config, {"map_channels": channels, "map_layout": layout}, seed, dst)
+
+
+def add_coverage(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Path:
+    """Turn a trained model's ``grid`` map head into a ``coverage`` one; write it to ``dst``.
+
+    The map head's weights are kept; the generator's and inference network's cores get
+    the new ``coverage`` input with weights at zero, and read the map as each cell's mean
+    over the views that looked at it instead of the sum (``ModelConfig.map_layout``), so
+    the new model does not render as the old one until trained. The optimizer and RNG
+    state are not kept.
+
+    Raises:
+        CheckpointError: If the checkpoint is unreadable or its model has no ``grid`` map head.
+    """
+    data = load_checkpoint(src)
+    config = GQNConfig.from_dict(data["config"])
+    if not (config.map_channels and config.map_layout == "grid"):
+        raise CheckpointError(f"{src} has no grid map head (map_layout {config.map_layout!r})")
+    return _widen_inputs(data, config, {"map_layout": "coverage"}, 0, dst)
 
 
 def add_count_input(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Path:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 REPRESENTATIONS = ("pool", "tower", "patch")
-MAP_LAYOUTS = ("vector", "grid")
+MAP_LAYOUTS = ("vector", "grid", "coverage")
 
 
 def _check_ints(owner: Any, names: Sequence[str], least: int = 1) -> None:
@@ -78,7 +78,11 @@ class ModelConfig:
     """What the map head draws: ``vector``, ``map_channels`` floats per view; ``grid``, a
     floor-aligned ``(map_channels, s, s)`` grid per view (s the hidden side), the view's
     features placed where on the floor the camera looked (representation.py), so that
-    their sum over views is a map the generator reads like an image."""
+    their sum over views is a map the generator reads like an image; ``coverage``, a ``grid``
+    that also keeps each view's footprint (one more channel, 1 where the camera looked), so
+    that the generator reads each floor cell's mean over the views that looked at it and
+    ``log(1 + how many did)``: a map whose values do not fade as more views are summed, and
+    which says how much of each place was seen."""
     patch_channels: int = 64
     """Width of the ``patch`` representation network's linear layers."""
     tower_channels: int = 128
@@ -159,14 +163,15 @@ class ModelConfig:
     @property
     def map_shape(self) -> tuple[int, ...]:
         """Shape of the map head's output per view: ``(M,)`` for a vector head, ``(M, s, s)`` for a grid one."""
-        if self.map_layout == "grid":
-            return (self.map_channels, self.hidden_size, self.hidden_size)
+        if self.map_layout in ("grid", "coverage"):
+            footprint = int(self.map_layout == "coverage")
+            return (self.map_channels + footprint, self.hidden_size, self.hidden_size)
         return (self.map_channels,)
 
     @property
     def grid_map(self) -> bool:
-        """Whether the model has a ``grid`` map head, whose output is a floor map rather than part of the vector r."""
-        return bool(self.map_channels) and self.map_layout == "grid"
+        """Whether the map head draws a floor map (``grid`` or ``coverage``) rather than part of the vector r."""
+        return bool(self.map_channels) and self.map_layout in ("grid", "coverage")
 
     @property
     def map_size(self) -> int:

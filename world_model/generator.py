@@ -199,6 +199,26 @@ class ConvLSTMCell(nn.Module):
         return self._update(gates, cell)  # gates (B, 4H, s, s)
 
 
+def coverage_inputs(grid: torch.Tensor, excess: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A ``coverage`` map head's summed floor map as the generator reads it.
+
+    Args:
+        grid: ``(B, M + 1, s, s)``: the features summed over views, then the footprints
+            summed (how many views looked at each cell), both scaled down alike by
+            :func:`world_model.model.scale_to_context` for more than ``context_max`` views.
+        excess: ``(B, 1)``, :func:`world_model.model.context_excess`, ``log`` of how far they were scaled.
+
+    Returns:
+        ``map``: each cell's mean over the views that looked at it (the sum where less than one
+        view's worth did, so that cells at a footprint's edge fade out rather than blow up), and
+        ``coverage``: ``log(1 + views that looked at the cell)``, unscaled. Neither shrinks as
+        more views are summed, so the generator can grow surer of a place the more it was seen.
+    """
+    unscale = excess.exp()[:, :, None, None]  # (B, 1, 1, 1): K / context_max past it, else 1
+    features, views = grid[:, :-1] * unscale, grid[:, -1:] * unscale
+    return {"map": features / views.clamp(min=1.0), "coverage": torch.log1p(views.clamp(min=0.0))}
+
+
 def gaussian_kl(mu_q: torch.Tensor, logvar_q: torch.Tensor, mu_p: torch.Tensor, logvar_p: torch.Tensor) -> torch.Tensor:
     """KL(q || p) of diagonal Gaussians, summed over all but the batch dimension: ``(B,)``."""
     kl = 0.5 * (logvar_p - logvar_q + (logvar_q.exp() + (mu_q - mu_p) ** 2) / logvar_p.exp() - 1.0)
@@ -212,8 +232,9 @@ class ConvDRAW(nn.Module):
     :class:`ChannelLayout` s ``generator_inputs`` and ``inference_inputs``: generator
     ``[z (Z), v (D), r (R)]`` (then ``[view (V), view_offset (D)]``, the nearest view's
     map and pose offset, when ``config.view_channels`` = V > 0), inference
-    ``[x (I), h_gen (H), v (D), r (R)]``; both end with ``count`` (1) when
-    ``config.count_input`` is set. Each is followed by the core's own hidden state
+    ``[x (I), h_gen (H), v (D), r (R)]``; after ``r`` both take ``map`` (M) with a floor-map
+    head, and ``coverage`` (1) after it with a ``coverage`` one (:func:`coverage_inputs`);
+    both end with ``count`` (1) when ``config.count_input`` is set. Each is followed by the core's own hidden state
     (H channels for the generator, I = ``config.inference_channels`` for the inference core).
     """
 
@@ -231,8 +252,11 @@ class ConvDRAW(nn.Module):
         view = config.view_channels
         self.view_embed = nn.Linear(3 * config.downsample**2, view) if view else None  # one patch -> V
         view_inputs = (("view", view), ("view_offset", d)) if view else ()
-        # A grid map head's sum over views: a floor map (M, s, s), an input of its own.
+        # A grid map head's sum over views: a floor map (M, s, s), an input of its own; a coverage
+        # map head's per-cell mean and log(1 + views that looked at the cell), a channel more.
         grid = (("map", config.map_channels),) if config.grid_map else ()
+        if config.map_layout == "coverage" and config.map_channels:
+            grid += (("coverage", 1),)
         count = (("count", 1),) if config.count_input else ()  # log of how far r was scaled down
         self.generator_inputs = ChannelLayout(("z", z), ("v", d), ("r", r), *grid, *view_inputs, *count)
         gen_in = self.generator_inputs.channels
@@ -294,12 +318,16 @@ class ConvDRAW(nn.Module):
         # Everything that does not change over the L steps, once per pass (per core if unshared).
         r = r.flatten(1) if r.shape[-1] == 1 else r  # pooled r: a vector (B, R), joined with v; else (B, R, s, s)
         shared = {}  # inputs both cores take besides v and r: a grid map head's floor map, the count
+        if (cfg.count_input or "coverage" in self.generator_inputs.slices) and count is None:
+            raise ValueError("This model needs count=(B, 1), how far r was scaled down (context_excess)")
         if "map" in self.generator_inputs.slices:
             r, grid = r[:, : cfg.r_channels], r[:, cfg.r_channels :]
-            shared["map"] = grid.reshape(b, *cfg.map_shape)  # (B, M, s, s)
+            grid = grid.reshape(b, *cfg.map_shape)  # (B, M, s, s), or (B, M + 1, s, s) with the footprints
+            if "coverage" in self.generator_inputs.slices:
+                shared.update(coverage_inputs(grid, count.to(viewpoints.dtype).reshape(b, 1)))
+            else:
+                shared["map"] = grid
         if cfg.count_input:
-            if count is None:
-                raise ValueError("This model (count_input) needs count=(B, 1), how far r was scaled down")
             shared["count"] = count.to(viewpoints.dtype).reshape(b, 1)  # a vector input, like v
         gen_inputs = self.generator_inputs
         gen_parts = gen_inputs.parts(v=viewpoints, r=r, **shared, **self._view_inputs(view, viewpoints))

@@ -227,14 +227,17 @@ class GQN(nn.Module):
         return _gather_nearest(x, v, qv)
 
     def _count_input(self, frames: Any, batch: int) -> torch.Tensor | None:
-        """The generator's count input ``(B, 1)`` for r of ``frames`` views (None for a model without one)."""
+        """:func:`context_excess` of r's ``frames`` views as ``(B, 1)``, for a model that reads it (else None).
+
+        A ``count_input`` model reads it as an input; a ``coverage`` map head unscales its footprints by it.
+        """
         if frames is None:
             frames = 1  # r of at most context_max views: the input reads 0
         excess = context_excess(frames, self.config.context_max).reshape(-1)
         if excess.size not in (1, batch):
             raise ValueError(f"frames must be one count or one per query ({batch}), got {excess.size}")
-        if not self.config.count_input:
-            return None
+        if not (self.config.count_input or self.config.map_layout == "coverage"):
+            return None  # a coverage map head unscales its footprints by it (generator.coverage_inputs)
         return torch.as_tensor(excess, device=self.device).expand(batch)[:, None]
 
     def _check_r(self, r: torch.Tensor, batch: int) -> torch.Tensor:
@@ -307,7 +310,8 @@ class GQN(nn.Module):
             sample: Draw z from the prior (True) or take its mean at every step (False, default:
                 the deterministic prediction the evaluation scores).
             frames: How many views r was summed over before :func:`scale_to_context`: one count,
-                or one per query. A model with ``config.count_input`` reads it (``None``: at most
+                or one per query. A model with ``config.count_input`` or a ``coverage`` map head
+                reads it (``None``: at most
                 ``context_max``, as :meth:`scene_representation` of a short context gives).
         """
         qv = viewpoints_to_tensor(query_viewpoints, self.config.viewpoint_dim, self.device, lead=1)

@@ -160,7 +160,9 @@ class PatchRepresentation(nn.Module):
     ``map_layout="vector"`` a dense head of the first's shape (M floats per view);
     with ``"grid"`` one linear layer to an ``(M, s, s)`` grid of the floor in front
     of the camera, which :func:`place_on_floor` moves to where the viewpoint says the
-    camera looked, flattened. Only the generator reads the map head's output; agents
+    camera looked, flattened; ``"coverage"`` adds a channel of ones to that grid
+    before it is moved, so that the sum over views counts the views that looked at
+    each floor cell. Only the generator reads the map head's output; agents
     observe the first head (and the patch map), so a map head can be trained for
     top-down queries while everything agents observe stays fixed
     (``TrainConfig.freeze_representation``).
@@ -181,9 +183,11 @@ class PatchRepresentation(nn.Module):
         self.mix = nn.Linear(head_in, c)
         self.out = nn.Linear(c, config.r_channels)
         self.map_head: nn.Module | None = None
-        self.map_grid = 0  # side of the floor grid of a ``grid`` map head
+        self.map_grid = 0  # side of the floor grid of a ``grid`` or ``coverage`` map head
+        self.footprint = False
         if config.grid_map:
             self.map_grid = config.hidden_size
+            self.footprint = config.map_layout == "coverage"  # add a channel of ones: where the view looked
             self.map_head = nn.Linear(self.grid * self.grid * c, config.map_channels * self.map_grid**2)
         elif config.map_channels:
             self.map_head = nn.Sequential(nn.Linear(head_in, c), nn.ReLU(), nn.Linear(c, config.map_channels))
@@ -211,6 +215,8 @@ class PatchRepresentation(nn.Module):
         if self.map_grid:
             n, side = len(patches), self.map_grid
             view = self.map_head(patches.reshape(n, -1)).view(n, -1, side, side)  # (N, M, s, s), camera frame
+            if self.footprint:
+                view = torch.cat([view, view.new_ones(n, 1, side, side)], dim=1)  # (N, M + 1, s, s)
             r = torch.cat([r, place_on_floor(view, viewpoints).flatten(1)], dim=1)  # (N, r + M*s*s)
         elif self.map_head is not None:
             r = torch.cat([r, self.map_head(x)], dim=1)  # (N, r + M)

@@ -41,15 +41,16 @@ def test_config_validates_map_channels(tiny_config):
         tiny_config.replace(representation="pool", map_channels=MAP)
 
 
-@pytest.mark.parametrize("layout", ["vector", "grid"])
+@pytest.mark.parametrize("layout", ["vector", "grid", "coverage"])
 def test_add_map_head_renders_exactly_as_the_model_it_came_from(plain_checkpoint, tmp_path, layout):
     old = load_model(plain_checkpoint)
     add_map_head(plain_checkpoint, tmp_path / "map.pt", MAP, seed=3, layout=layout)
     new = load_model(tmp_path / "map.pt")
     config = old.config
     assert (new.config.map_channels, new.config.map_layout) == (MAP, layout)
-    side = config.hidden_size if layout == "grid" else 1
-    assert new.config.representation_shape == (config.r_channels + MAP * side * side, 1, 1)
+    side = 1 if layout == "vector" else config.hidden_size
+    per_cell = MAP + (layout == "coverage")  # a coverage head also sums the views' footprints
+    assert new.config.representation_shape == (config.r_channels + per_cell * side * side, 1, 1)
     rng = np.random.default_rng(0)
     images, viewpoints = _frames(config, rng)
     queries = rng.uniform(-1, 1, (2, config.viewpoint_dim)).astype(np.float32)
@@ -89,7 +90,7 @@ def test_add_map_head_refuses_bad_input_and_writes_nothing(plain_checkpoint, tmp
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("layout", ["vector", "grid"])
+@pytest.mark.parametrize("layout", ["vector", "grid", "coverage"])
 def test_freeze_representation_still_trains_the_map_head(tiny_config, tiny_buffer, layout):
     config = tiny_config.replace(map_channels=MAP, map_layout=layout, freeze_representation=True)
     trainer = Trainer(config, tiny_buffer)
@@ -166,13 +167,13 @@ def test_gqn_maze_observes_the_first_r_channels_and_imagines_from_all(tiny_confi
             env.close()
 
 
-@pytest.mark.parametrize("layout", ["vector", "grid"])
+@pytest.mark.parametrize("layout", ["vector", "grid", "coverage"])
 def test_the_map_key_is_the_episode_mean_of_the_map_channels(tiny_config, tmp_path, layout):
     plain = tmp_path / "plain.pt"
     save_checkpoint(plain, model=GQN(tiny_config))
     add_map_head(plain, tmp_path / "map.pt", MAP, layout=layout)
     side = tiny_config.hidden_size
-    shape = (MAP, side, side) if layout == "grid" else (MAP,)
+    shape = {"vector": (MAP,), "grid": (MAP, side, side), "coverage": (MAP + 1, side, side)}[layout]
     scene = {"num_rows": 2, "num_cols": 2, "map_size": 64}
     with pytest.raises(ValueError, match="needs a model with a map head"):
         gym.make("GQNMaze-v0", checkpoint=str(plain), obs_keys=("map",), **scene)
@@ -220,3 +221,57 @@ def test_the_map_channels_are_completed_when_imagining_not_at_every_step(tiny_co
     finally:
         lazy.close()
         eager.close()
+
+
+def test_coverage_map_is_a_per_cell_mean_and_a_view_count_that_scaling_does_not_fade(tiny_config):
+    from world_model.generator import coverage_inputs
+    from world_model.model import context_excess, scale_to_context
+
+    model = GQN(tiny_config.replace(map_channels=MAP, map_layout="coverage")).eval()
+    config, side = model.config, model.config.hidden_size
+    images, viewpoints = _frames(config, np.random.default_rng(2), batch=1, views=1)
+    with torch.no_grad():
+        one = model.encode(images[0], viewpoints[0])[:, config.r_channels :].reshape(1, MAP + 1, side, side)
+    footprint = one[:, -1:]
+    assert footprint.max() == pytest.approx(1.0) and footprint.min() == 0.0  # the view sees part of the floor
+    seen = footprint == 1.0  # cells well inside the footprint
+    for views in (1, 4, config.context_max, 10 * config.context_max):
+        summed = scale_to_context(one * views, views, config.context_max)  # the same view, `views` times
+        excess = torch.as_tensor(context_excess(views, config.context_max)).reshape(1, 1)
+        inputs = coverage_inputs(summed, excess)
+        # the mean over the views that looked at a cell is the one view's features, however many were summed
+        cells = seen.expand(-1, MAP, -1, -1)
+        torch.testing.assert_close(inputs["map"][cells], one[:, :MAP][cells])
+        counted = inputs["coverage"][seen]
+        torch.testing.assert_close(counted, torch.full_like(counted, float(np.log1p(views))))
+        assert inputs["coverage"][footprint == 0].abs().max() == 0  # unseen cells: no views
+    # the model renders differently from the same mean map seen by more views: it can grow surer
+    query = viewpoints[0]
+    r = model.scene_representation(np.repeat(images, 4, axis=1), np.repeat(viewpoints, 4, axis=1))
+    with torch.no_grad():
+        few = model.render(r, query, context=(images, viewpoints))
+        long_sum = scale_to_context(r * 50, 200, config.context_max)
+        many = model.render(long_sum, query, context=(images, viewpoints), frames=200)
+    assert not torch.allclose(few, many)
+
+
+def test_add_coverage_keeps_the_grid_head_and_refuses_other_models(plain_checkpoint, tmp_path):
+    from world_model.checkpoint import add_coverage
+
+    add_map_head(plain_checkpoint, tmp_path / "grid.pt", MAP, layout="grid")
+    add_coverage(tmp_path / "grid.pt", tmp_path / "coverage.pt")
+    grid, coverage = load_model(tmp_path / "grid.pt"), load_model(tmp_path / "coverage.pt")
+    assert coverage.config.map_layout == "coverage"
+    for name, tensor in grid.representation.state_dict().items():
+        torch.testing.assert_close(coverage.representation.state_dict()[name], tensor, rtol=0, atol=0)
+    add_map_head(plain_checkpoint, tmp_path / "vector.pt", MAP)
+    for source in (plain_checkpoint, tmp_path / "vector.pt", tmp_path / "coverage.pt"):
+        with pytest.raises(CheckpointError, match="no grid map head"):
+            add_coverage(source, tmp_path / "bad.pt")
+    assert not (tmp_path / "bad.pt").exists()
+    result = subprocess.run(
+        [sys.executable, "-m", "gqn_env.cli", "add-coverage", str(plain_checkpoint), str(tmp_path / "cli.pt")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0 and "no grid map head" in result.stderr and "Traceback" not in result.stderr
