@@ -169,10 +169,13 @@ def _add_map(args: argparse.Namespace) -> None:
     from world_model.checkpoint import CheckpointError, add_map_head
 
     try:
-        path = add_map_head(args.checkpoint, args.out, args.channels, seed=args.seed, layout=args.layout)
+        path = add_map_head(
+            args.checkpoint, args.out, args.channels, seed=args.seed, layout=args.layout, replace=args.replace
+        )
     except (FileNotFoundError, CheckpointError, ValueError) as e:  # the user's file or option: one line
         sys.exit(f"gqn-gym add-map: {e}")
-    print(f"wrote {path}: a map head of {args.channels} channels, renders as {args.checkpoint} until trained")
+    before = f"{args.checkpoint} without its map head" if args.replace else args.checkpoint
+    print(f"wrote {path}: a map head of {args.channels} channels, renders as {before} until trained")
 
 
 def _widen(args: argparse.Namespace) -> None:
@@ -349,6 +352,9 @@ def main(argv: list[str] | None = None) -> None:
         choices=["vector", "grid", "coverage"],
         default="vector",
         help="ModelConfig.map_layout: a vector, a floor grid, or a floor grid with view counts",
+    )
+    p.add_argument(
+        "--replace", action="store_true", help="if the model has a map head, drop it and put the new one in its place"
     )
     p.set_defaults(func=_add_map)
 

@@ -340,15 +340,22 @@ def export_for_inference(src: str | os.PathLike[str], dst: str | os.PathLike[str
 
 
 def _widen_inputs(
-    data: dict, old_config: GQNConfig, changes: dict[str, Any], seed: int, dst: str | os.PathLike[str]
+    data: dict,
+    old_config: GQNConfig,
+    changes: dict[str, Any],
+    seed: int,
+    dst: str | os.PathLike[str],
+    fresh_map: bool = False,
 ) -> Path:
     """Write to ``dst`` the model of checkpoint ``data`` (``old_config``) rebuilt with ``changes`` adding core inputs.
 
     The new model's new parameters are initialised from ``seed``; every core's
     convolution is widened by name (:class:`world_model.generator.ChannelLayout`), the old
     inputs' weights copied into their places and the new inputs' weights set to zero, so
-    that it renders exactly as the old model until trained. The optimizer and RNG state
-    are not kept: training restarts Adam from these weights.
+    that it renders exactly as the old model until trained. With ``fresh_map`` the old
+    map head is dropped: the new one starts from ``seed`` and the cores' ``map`` input
+    weights at zero, so the new model renders as the old one would without its map. The
+    optimizer and RNG state are not kept: training restarts Adam from these weights.
     """
     from world_model.model import GQN
 
@@ -367,11 +374,20 @@ def _widen_inputs(
             before = old_weights[name]  # (4H, in + H, k, k)
             after = torch.zeros_like(weights[name])
             for group, where in old_layout.slices.items():
-                start = new_layout.slices[group].start
-                after[:, start : start + where.stop - where.start] = before[:, where]
+                width = where.stop - where.start
+                if fresh_map and group == "map":
+                    continue  # a grid head's own input
+                if fresh_map and group == "r":
+                    width = old_config.r_channels  # a vector head's channels follow r's in this input
+                target = new_layout.slices[group]
+                if width > target.stop - target.start:
+                    raise CheckpointError(f"cannot fit the old {group!r} input ({width} channels) into {target}")
+                after[:, target.start : target.start + width] = before[:, where.start : where.start + width]
             after[:, core.in_channels :] = before[:, old_layout.channels :]  # the core's own hidden state
             weights[name] = after
     for name, tensor in old_weights.items():  # every other tensor keeps its shape and values
+        if fresh_map and name.startswith("representation.map_head."):
+            continue
         if tuple(weights[name].shape) == tuple(tensor.shape):
             weights[name] = tensor.clone()
     keep = {k: data[k] for k in ("step", "extra") if k in data}
@@ -379,7 +395,12 @@ def _widen_inputs(
 
 
 def add_map_head(
-    src: str | os.PathLike[str], dst: str | os.PathLike[str], channels: int, seed: int = 0, layout: str = "vector"
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    channels: int,
+    seed: int = 0,
+    layout: str = "vector",
+    replace: bool = False,
 ) -> Path:
     """Give a trained ``patch`` model a map head of ``channels`` (``ModelConfig.map_channels``); write it to ``dst``.
 
@@ -392,17 +413,25 @@ def add_map_head(
     leaves what agents observe as it was). Like :func:`export_for_inference`, the
     optimizer and RNG state are not kept: training restarts Adam from these weights.
 
+    With ``replace`` a model that has a map head gets a new one in its place: the old
+    head and its inputs' weights are dropped, everything else is kept (a generator
+    already trained on top-down queries, say, given another layout of map).
+
     Raises:
-        CheckpointError: If the checkpoint is unreadable or its model already has a map head.
+        CheckpointError: If the checkpoint is unreadable, or its model already has a map
+            head and ``replace`` is false.
         ValueError: If ``channels`` < 1 or the model's representation network is not ``patch``.
     """
     if not isinstance(channels, int) or isinstance(channels, bool) or channels < 1:
         raise ValueError(f"channels must be a positive integer, got {channels!r}")
     data = load_checkpoint(src)
     config = GQNConfig.from_dict(data["config"])
-    if config.map_channels:
-        raise CheckpointError(f"{src} already has a map head ({config.map_channels} channels)")
-    return _widen_inputs(data, config, {"map_channels": channels, "map_layout": layout}, seed, dst)
+    if config.map_channels and not replace:
+        raise CheckpointError(
+            f"{src} already has a map head ({config.map_channels} channels); replace=True puts a new one in its place"
+        )
+    changes = {"map_channels": channels, "map_layout": layout}
+    return _widen_inputs(data, config, changes, seed, dst, fresh_map=bool(config.map_channels))
 
 
 def add_coverage(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Path:

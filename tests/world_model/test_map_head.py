@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -88,6 +89,55 @@ def test_add_map_head_refuses_bad_input_and_writes_nothing(plain_checkpoint, tmp
     )
     assert result.returncode != 0 and "already has a map head" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_replace_drops_the_old_map_head_and_keeps_everything_else(plain_checkpoint, tmp_path):
+    add_map_head(plain_checkpoint, tmp_path / "vector.pt", MAP, seed=3)
+    trained = load_model(tmp_path / "vector.pt")
+    with torch.no_grad():  # stand-in for training: the map head and the generator's map inputs now matter
+        for name, tensor in trained.named_parameters():
+            if name.startswith("representation.map_head.") or name.endswith("_cores.0.conv.weight"):
+                tensor.add_(torch.randn(tensor.shape, generator=torch.Generator().manual_seed(1)))
+    save_checkpoint(tmp_path / "vector.pt", model=trained, step=9)
+
+    out = tmp_path / "coverage.pt"
+    result = subprocess.run(
+        [sys.executable, "-m", "gqn_env.cli", "add-map", str(tmp_path / "vector.pt"), str(out)]
+        + ["--channels", str(MAP + 1), "--layout", "coverage", "--replace"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    new = load_model(out)
+    assert (new.config.map_channels, new.config.map_layout) == (MAP + 1, "coverage")
+    old_weights, new_weights = trained.state_dict(), new.state_dict()
+    kept = [
+        n
+        for n in old_weights
+        if not (n.startswith("representation.map_head.") or re.search(r"_cores\.\d+\.conv\.weight", n))
+    ]
+    assert len(kept) > 10
+    for name in kept:  # everything but the old head and the cores' input weights, bit for bit
+        torch.testing.assert_close(new_weights[name], old_weights[name], rtol=0, atol=0)
+    # with the old head's inputs gone and the new ones at zero, it renders as the trained model
+    # would with its map input silenced
+    silenced = load_model(tmp_path / "vector.pt")
+    with torch.no_grad():  # a vector head's channels enter the cores after r's, in the "r" input
+        for gen in ("generator", "inference"):
+            start = getattr(silenced.generator, f"{gen}_inputs").slices["r"].start + silenced.config.r_channels
+            for core in getattr(silenced.generator, f"{gen}_cores"):
+                core.conv.weight[:, start : start + MAP] = 0
+    config = new.config
+    rng = np.random.default_rng(0)
+    images, viewpoints = _frames(config, rng)
+    queries = rng.uniform(-1, 1, (2, config.viewpoint_dim)).astype(np.float32)
+    with torch.no_grad():
+        r_old, r_new = silenced.scene_representation(images, viewpoints), new.scene_representation(images, viewpoints)
+        torch.testing.assert_close(r_new[:, : config.r_channels], r_old[:, : config.r_channels], rtol=0, atol=0)
+        context = (images, viewpoints)
+        rendered = new.render(r_new, queries, context=context)
+        torch.testing.assert_close(rendered, silenced.render(r_old, queries, context=context))
+        assert not torch.allclose(rendered, trained.render(r_old, queries, context=context))
 
 
 @pytest.mark.parametrize("layout", ["vector", "grid", "coverage"])
