@@ -220,7 +220,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default=None, help="world-model checkpoint (default: the bundled model)")
     parser.add_argument("--env-id", default="GQNMazeScene-S3-v0")
-    parser.add_argument("--scenes", type=int, default=100, help="held-out scenes")
+    parser.add_argument("--scenes", type=int, default=300, help="held-out scenes")
     parser.add_argument(
         "--first-scene",
         type=int,

@@ -209,4 +209,6 @@ def test_the_bundled_model_is_saved_in_the_current_layout():
     assert {**current["train"], **config["train"]} == current["train"]
     loaded = GQNConfig.from_dict(content["config"])
     # The cpu preset's architecture, with a map head for the generator's top-down views.
-    assert loaded.architecture() == GQNConfig.cpu().replace(map_channels=loaded.map_channels).architecture()
+    head = {"map_channels": loaded.map_channels, "map_layout": loaded.map_layout}
+    assert loaded.map_channels > 0
+    assert loaded.architecture() == GQNConfig.cpu().replace(**head).architecture()
