@@ -17,7 +17,9 @@ two references: the mean top-down image of ``--mean-scenes`` training-seed
 scenes, and the model given the same number of frames from another scene
 (shuffled context). ``--samples`` prior samples give the per-pixel standard
 deviation, averaged over the floor the walk has seen so far and over the floor
-it has not (2D line of sight, :mod:`agents.coverage`). Each frame count after the
+it has not (2D line of sight, :mod:`agents.coverage`), and their difference scene by
+scene with its standard error (``std_unseen_minus_seen``: above zero where the
+model is surer of what it has seen). Each frame count after the
 first also gets the change from the one before, scene by scene, with its standard
 error (``psnr_model_change``, ``std_unseen_change`` and ``..._se``). The paper's claim
 (Eslami et al. 2018, the maze figure) as numbers: accuracy should rise and the
@@ -172,6 +174,9 @@ def run(args: argparse.Namespace) -> dict:
         entry = {"frames": "all" if count == args.steps else count}
         for key in ("psnr_model", "psnr_shuffled", "psnr_mean_image", "std_seen", "std_unseen", "floor_seen"):
             entry[key] = float(np.nanmean([r[key] for r in rows]))
+        # Surer where it has looked? Unseen minus seen spread, scene by scene (scenes with both).
+        gaps = [r["std_unseen"] - r["std_seen"] for r in rows]
+        entry["std_unseen_minus_seen"], entry["std_unseen_minus_seen_se"] = mean_and_se(gaps)
         if j:  # the change from the previous frame count, scene by scene, and its standard error
             for key in ("psnr_model", "std_unseen"):
                 change = [now[j][key] - now[j - 1][key] for now in per_scene]
@@ -226,7 +231,7 @@ def main() -> None:
         type=int,
         default=0,
         help="offset among the held-out scene seeds: choose between models on scenes (say 1000 on) "
-        "other than the reported first 100",
+        "other than the reported first 300",
     )
     parser.add_argument("--steps", type=int, default=216, help="walk length; every frame is kept")
     parser.add_argument("--samples", type=int, default=8, help="prior samples for the spread")
@@ -240,6 +245,8 @@ def main() -> None:
     truth, predictions, stds, by_frames = result.pop("_figure")
     columns = ["frames", "psnr_model", "psnr_mean_image", "psnr_shuffled", "std_seen", "std_unseen", "floor_seen"]
     print(format_table(by_frames, columns))
+    print("spread on unseen minus seen floor, mean over scenes and its standard error:")
+    print(format_table(by_frames, ["frames", "std_unseen_minus_seen", "std_unseen_minus_seen_se"]))
     changes = [
         {"frames": e["frames"], **{k: e[k] for k in e if k.endswith(("_change", "_change_se"))}} for e in by_frames[1:]
     ]

@@ -51,6 +51,9 @@ def test_a_tiny_run_reports_every_frame_count_and_is_deterministic(tmp_path):
     assert seen == sorted(seen) and 0 < seen[-1] <= 1  # the walk sees more floor as it goes
     for row in first["by_frames"]:
         assert row["std_unseen"] >= 0 and 0 < row["psnr_model"] < 100
+        # paired over scenes (both walks see floor from the first frame): the mean gap is the gap of the means
+        assert np.isclose(row["std_unseen_minus_seen"], row["std_unseen"] - row["std_seen"])
+        assert row["std_unseen_minus_seen_se"] >= 0
     rows = first["by_frames"]
     for before, row in zip(rows[:-1], rows[1:], strict=True):  # paired: the mean change is the change of means
         assert np.isclose(row["psnr_model_change"], row["psnr_model"] - before["psnr_model"])
