@@ -243,8 +243,6 @@ class NumpyPatchEncoder:
     """
 
     def __init__(self, net: PatchRepresentation) -> None:
-        if net.map_grid:
-            raise ValueError("NumpyPatchEncoder does not place a grid map head's features; encode with torch")
         self.net = net
         self._key: tuple | None = None
         self._weights: dict[str, np.ndarray] = {}
@@ -267,8 +265,12 @@ class NumpyPatchEncoder:
     ) -> tuple[np.ndarray, np.ndarray]:
         """``(N, S, S, 3)`` uint8 frames, ``(N, D)`` viewpoints -> ``(r (N, R, 1, 1), patches (N, c, g, g))``.
 
-        ``map_head=False`` leaves out a map head's channels (R is then ``r_channels``).
+        ``map_head=False`` leaves out a map head's channels (R is then ``r_channels``);
+        a grid or coverage map head's are only encoded with torch, so for such a network
+        ``map_head`` must be false.
         """
+        if map_head and self.net.map_grid:
+            raise ValueError("NumpyPatchEncoder does not place a grid map head's features: pass map_head=False")
         w = self._current()
         n, size = images.shape[0], images.shape[1]
         p, g = self.net.patch, self.net.grid

@@ -255,7 +255,8 @@ class RepresentationState:
         # The per-step path of a patch network on the CPU runs in numpy (see add_one).
         net = model.representation
         cpu = self.device.type == "cpu" and all(t.dtype == torch.float32 for t in net.parameters())
-        numpy_ok = cpu and isinstance(net, PatchRepresentation) and not net.map_grid
+        # A grid map head is placed on the floor by torch only; it is left to imagination (lazy) or torch.
+        numpy_ok = cpu and isinstance(net, PatchRepresentation) and (self.lazy_map or not net.map_grid)
         self._numpy_encoder = NumpyPatchEncoder(net) if numpy_ok else None
 
     @property

@@ -174,8 +174,6 @@ def test_place_on_floor_puts_what_the_camera_sees_in_front_of_it():
 
 
 def test_numpy_encoder_computes_the_map_channels_too(tiny_config):
-    with pytest.raises(ValueError, match="grid"):
-        NumpyPatchEncoder(GQN(tiny_config.replace(map_channels=MAP, map_layout="grid")).representation)
     model = GQN(tiny_config.replace(map_channels=MAP))
     rng = np.random.default_rng(1)
     images, viewpoints = _frames(model.config, rng, batch=1)
@@ -184,6 +182,48 @@ def test_numpy_encoder_computes_the_map_channels_too(tiny_config):
         r_torch = model.encode(images[0], viewpoints[0]).numpy()
     assert r.shape == r_torch.shape == (3, tiny_config.r_channels + MAP, 1, 1)
     np.testing.assert_allclose(r, r_torch, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("layout", ["grid", "coverage"])
+def test_numpy_encoder_gives_a_grid_models_observed_channels_and_leaves_its_map_to_torch(tiny_config, layout):
+    model = GQN(tiny_config.replace(map_channels=MAP, map_layout=layout))
+    encoder = NumpyPatchEncoder(model.representation)
+    images, viewpoints = _frames(model.config, np.random.default_rng(2), batch=1)
+    with pytest.raises(ValueError, match="map_head=False"):
+        encoder(images[0], viewpoints[0])
+    r, patches = encoder(images[0], viewpoints[0], map_head=False)
+    with torch.no_grad():
+        r_torch = model.encode(images[0], viewpoints[0]).numpy()
+    channels = tiny_config.r_channels
+    assert r.shape == (3, channels, 1, 1)
+    np.testing.assert_allclose(r, r_torch[:, :channels], rtol=1e-5, atol=1e-6)
+
+
+def test_gqn_maze_with_a_coverage_head_steps_in_numpy_and_imagines_with_the_whole_map(tiny_config, tmp_path):
+    torch.manual_seed(0)
+    config = tiny_config.replace(view_channels=4, map_channels=MAP, map_layout="coverage")
+    save_checkpoint(tmp_path / "cov.pt", model=GQN(config).eval())
+    scene = {"num_rows": 2, "num_cols": 2, "map_size": 64}
+    lazy = gym.make("GQNMaze-v0", checkpoint=str(tmp_path / "cov.pt"), **scene)
+    eager = gym.make("GQNMaze-v0", checkpoint=str(tmp_path / "cov.pt"), obs_keys=("patches", "map"), **scene)
+    try:
+        states = [env.get_wrapper_attr("state") for env in (lazy, eager)]
+        assert states[0]._numpy_encoder is not None  # the per-step path leaves the grid to imagination
+        assert states[1]._numpy_encoder is None  # observing the map encodes it with torch at every step
+        for env in (lazy, eager):
+            env.reset(seed=4)
+            for action in (2, 2, 0, 2, 1):
+                env.step(action)
+        (map_lazy, spread_lazy), (map_eager, spread_eager) = [
+            env.get_wrapper_attr("imagine_top_down")() for env in (lazy, eager)
+        ]
+        # the same map whether its grid was encoded at every step or when imagination needed it
+        np.testing.assert_allclose(map_lazy.astype(np.float32), map_eager.astype(np.float32), atol=1)
+        np.testing.assert_allclose(spread_lazy, spread_eager, atol=1e-4)
+        assert spread_lazy.max() > 0
+    finally:
+        lazy.close()
+        eager.close()
 
 
 def test_gqn_maze_observes_the_first_r_channels_and_imagines_from_all(tiny_config, tmp_path):
