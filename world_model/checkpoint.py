@@ -428,7 +428,8 @@ def add_map_head(
     config = GQNConfig.from_dict(data["config"])
     if config.map_channels and not replace:
         raise CheckpointError(
-            f"{src} already has a map head ({config.map_channels} channels); replace=True puts a new one in its place"
+            f"{src} already has a map head ({config.map_channels} channels); "
+            "replace=True (gqn-gym add-map --replace) puts a new one in its place"
         )
     changes = {"map_channels": channels, "map_layout": layout}
     return _widen_inputs(data, config, changes, seed, dst, fresh_map=bool(config.map_channels))
