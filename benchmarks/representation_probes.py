@@ -23,7 +23,8 @@ renders from). Three measures, each against a reference:
    References: the same probes on the r of another scene (``shuffled_r``: each
    scene's targets paired with the next scene's r), on a random projection of
    the walk's mean image to r's width (``pixels_random_projection``), and chance
-   (R^2 0, the training mean; accuracy 1 / textures).
+   (R^2 0, the training mean; accuracy 1 / textures). For a model with a map head,
+   r's two parts are probed alone too (``r_scene``, ``r_map``: item 2).
 2. **Scene retrieval** (view invariance): for ``--retrieval-scenes`` held-out
    scenes, r of one part of the walk is matched to r of the other part among
    all those scenes (nearest neighbour after removing the mean over the
@@ -31,7 +32,11 @@ renders from). Three measures, each against a reference:
    odd frames (``interleaved``: neighbouring views) and first against second
    half of the walk (``halves``: mostly other places and rooms). References:
    chance 1 / N and the same retrieval on the mean image of the same frames,
-   full (``pixels_mean``) and randomly projected to r's width.
+   full (``pixels_mean``) and randomly projected to r's width. For a model with
+   a map head, r's two parts are also matched alone: ``r_scene``, the pooled
+   vector of the paper's r (what agents observe), and ``r_map``, the map head's
+   channels (a floor grid for ``grid`` and ``coverage`` heads, which holds the
+   places each part of the walk saw).
 3. **Interpolation**: renders (prior mean) at a fixed query pose (a free pose
    in a room scene A's walk entered, looking at the room's centre; not one of
    the walk's frames) from ``(1 - a) r_A + a r_B`` for ``--pairs`` pairs of
@@ -262,19 +267,36 @@ def random_projection(dim: int, width: int, seed: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------- probes
-def probe_features(records: list[SceneRecord], train: int, context_max: int, seed: int) -> dict[str, np.ndarray]:
+def r_parts(r: np.ndarray, scene_width: int | None) -> dict[str, np.ndarray]:
+    """``(N, R)`` representations split into ``r_scene`` (the first ``scene_width``) and ``r_map``.
+
+    Empty unless ``scene_width`` leaves a map head's channels after it.
+    """
+    if scene_width is None or scene_width >= r.shape[1]:
+        return {}
+    return {"r_scene": r[:, :scene_width], "r_map": r[:, scene_width:]}
+
+
+def probe_features(
+    records: list[SceneRecord], train: int, context_max: int, seed: int, scene_width: int | None = None
+) -> dict[str, np.ndarray]:
     """Each probe feature, ``(scenes, F)``; ``shuffled_r`` pairs each scene with the next one of its own split."""
     r = np.stack([representation(rec, "all", context_max) for rec in records])
     shuffled = np.concatenate([np.roll(r[:train], -1, axis=0), np.roll(r[train:], -1, axis=0)])
     pixels = np.stack([rec.mean_pixels["all"] for rec in records])
     projection = random_projection(pixels.shape[1], r.shape[1], seed)
-    return {"r": r, "shuffled_r": shuffled, "pixels_random_projection": pixels @ projection}
+    return {"r": r, "shuffled_r": shuffled, "pixels_random_projection": pixels @ projection, **r_parts(r, scene_width)}
 
 
-def run_probes(records: list[SceneRecord], context_max: int, epochs: int, seed: int) -> tuple[list[dict], dict]:
-    """The probe table (one row per feature, and chance) and the probes' sample counts."""
+def run_probes(
+    records: list[SceneRecord], context_max: int, epochs: int, seed: int, scene_width: int | None = None
+) -> tuple[list[dict], dict]:
+    """The probe table (one row per feature, and chance) and the probes' sample counts.
+
+    ``scene_width``: as in :func:`run_retrieval`; r's two parts are probed alone too.
+    """
     train = train_scene_count(len(records))
-    feats = probe_features(records, train, context_max, seed)
+    feats = probe_features(records, train, context_max, seed, scene_width)
     goal = np.stack([rec.goal_xz for rec in records])
     seen = np.array([rec.goal_seen for rec in records])
     textures = np.stack([rec.textures for rec in records])
@@ -350,8 +372,15 @@ def retrieval_accuracy(queries: np.ndarray, keys: np.ndarray, metric: str = "cos
     return float(np.mean(others.sum(axis=1) < k))
 
 
-def run_retrieval(records: list[SceneRecord], context_max: int, seed: int) -> list[dict]:
-    """Top-1/top-5 retrieval rows: feature x split, with chance."""
+def run_retrieval(
+    records: list[SceneRecord], context_max: int, seed: int, scene_width: int | None = None
+) -> list[dict]:
+    """Top-1/top-5 retrieval rows: feature x split, with chance.
+
+    ``scene_width``: for a model with a map head, the width of r's first part (the
+    pooled scene vector agents observe); its two parts are then also matched alone,
+    as ``r_scene`` and ``r_map``.
+    """
     n = len(records)
     width = records[0].encodings.shape[1]
     projection = random_projection(records[0].mean_pixels["all"].shape[0], width, seed)
@@ -365,7 +394,8 @@ def run_retrieval(records: list[SceneRecord], context_max: int, seed: int) -> li
                 "pixels_random_projection": pixels @ projection,
                 "pixels_mean": pixels,
             }
-        for feature in ("r", "pixels_random_projection", "pixels_mean"):
+            sides[part].update(r_parts(sides[part]["r"], scene_width))
+        for feature in sides[query_part]:
             q, k = sides[query_part][feature], sides[key_part][feature]
             rows.append(
                 {
@@ -489,9 +519,10 @@ def run(args: argparse.Namespace, model: Any = None, env_kwargs: dict | None = N
     start = time.perf_counter()
     records = collect(model, args, env_kwargs)
     collect_seconds = time.perf_counter() - start
-    probes, probe_info = run_probes(records, context_max, args.epochs, args.seed)
+    scene_width = model.config.r_channels if model.config.map_channels else None
+    probes, probe_info = run_probes(records, context_max, args.epochs, args.seed, scene_width)
     test = records[train_scene_count(len(records)) :]
-    retrieval = run_retrieval(test[: args.retrieval_scenes], context_max, args.seed)
+    retrieval = run_retrieval(test[: args.retrieval_scenes], context_max, args.seed, scene_width)
     interpolation, strip = run_interpolation(model, test, context_max)
     payload = {
         "args": vars(args),

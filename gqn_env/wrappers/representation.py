@@ -31,10 +31,13 @@ seen from, relative to the agent now (:data:`LANDMARK_FIELDS`): a memory of
 where each feature was last at its peak. The goal box is the scene's only red
 object, so a channel that responds to red remembers where the goal was seen,
 however long ago: a ``(c, 7)`` array, one row per channel, for one numpy update per step.
-Observation ``map`` (models with a map head, ``ModelConfig.map_channels`` > 0): the
-episode's mean of the map head's channels, the part of r trained to draw the maze
-from above and which ``representation`` leaves out: a vector, or for a ``grid`` map
-head an ``(M, s, s)`` map of the floor (columns along +x, rows along +z).
+Observation ``motion``: how the agent moved since the previous frame, in its own frame,
+and whether the last move was blocked (:data:`MOTION_FIELDS`): what a stack of frames
+shows a pixel agent, in four numbers. Observation ``map`` (models with a map head,
+``ModelConfig.map_channels`` > 0): the episode's mean of the map head's channels,
+the part of r trained to draw the maze from above and which ``representation``
+leaves out: a vector, or for a ``grid`` map head an ``(M, s, s)`` map of the floor
+(columns along +x, rows along +z).
 
 Imagination renders from the sum, but the model was trained on sums of at most
 ``config.context_max`` views, and an episode holds hundreds of frames. So once
@@ -68,7 +71,17 @@ from gqn_env.envs.viewpoint import TOP_DOWN_VIEWPOINT, VIEWPOINT_DIM, Pose
 from world_model.model import scale_to_context
 from world_model.representation import NumpyPatchEncoder, PatchRepresentation
 
-OBS_KEYS = ("representation", "view_encoding", "patches", "recall", "landmarks", "map", "viewpoint", "image")
+OBS_KEYS = (
+    "representation",
+    "view_encoding",
+    "patches",
+    "recall",
+    "landmarks",
+    "map",
+    "motion",
+    "viewpoint",
+    "image",
+)
 #: Old names still accepted in ``obs_keys`` (observed under the old name, with a
 #: ``DeprecationWarning``), to be removed in the next release.
 DEPRECATED_OBS_KEYS = {"view": "view_encoding"}
@@ -80,6 +93,12 @@ RECALL_TURNS = (math.pi / 2, math.pi, -math.pi / 2)
 #: then relative to the heading now; the column and row of the patch it was in
 #: (-0.5 left or top, 0.5 right or bottom).
 LANDMARK_FIELDS = ("peak", "forward", "right", "cos_turn", "sin_turn", "column", "row")
+#: The ``motion`` observation: how the agent moved from the episode's previous frame to
+#: this one, in the previous frame's heading: forward and right (viewpoint units), the
+#: sine of the turn (positive: left), and ``still``, 1 when neither the position nor the
+#: heading changed (a move that something blocked), else 0. All zeros on an episode's
+#: first frame.
+MOTION_FIELDS = ("forward", "right", "sin_turn", "still")
 #: Keys that need the ``patch`` representation network's per-patch map.
 PATCH_KEYS = ("patches", "recall", "landmarks")
 SCALES = ("mean", "sum")
@@ -94,6 +113,16 @@ def _to_model_size(images: np.ndarray, size: int) -> np.ndarray:
     # (N, size, fh, size, fw, 3) -> mean over the blocks -> (N, size, size, 3)
     blocks = images.reshape(n, size, fh, size, fw, c).astype(np.float32)
     return np.round(blocks.mean(axis=(2, 4))).astype(np.uint8)
+
+
+def motion(previous: np.ndarray, current: np.ndarray) -> np.ndarray:
+    """The ``motion`` fields (:data:`MOTION_FIELDS`) between two ``(D,)`` viewpoints, float32 ``(4,)``."""
+    dx, dz = current[0] - previous[0], current[2] - previous[2]
+    cos, sin = previous[3], previous[4]
+    # Forward is (cos, -sin) on the (x, z) floor, right is (sin, cos) (yaw turns left).
+    sin_turn = current[4] * cos - current[3] * sin  # sin(yaw now - yaw then)
+    still = float(np.array_equal(previous, current))
+    return np.array([dx * cos - dz * sin, dx * sin + dz * cos, sin_turn, still], dtype=np.float32)
 
 
 def check_image_size(image_shape: Sequence[int], model_size: int) -> None:
@@ -433,7 +462,14 @@ class RepresentationState:
             out["recall"] = np.stack([self.recall(int(slot)) for slot in slots])
         if self.landmarks is not None:
             out["landmarks"] = self.landmarks.observe(slots)
+        out["motion"] = np.stack([self._motion(int(slot)) for slot in slots])
         return out
+
+    def _motion(self, slot: int) -> np.ndarray:
+        viewpoints = self.episodes[slot].viewpoints
+        if len(viewpoints) < 2:
+            return np.zeros(len(MOTION_FIELDS), dtype=np.float32)
+        return motion(viewpoints[-2], viewpoints[-1])
 
     @torch.inference_mode()
     def _complete_map(self, slot: int) -> None:
@@ -478,6 +514,7 @@ def _obs_space(env_space: spaces.Dict, state: RepresentationState, obs_keys: Seq
         "view_encoding": spaces.Box(-np.inf, np.inf, (size,), dtype=np.float32),
         "viewpoint": env_space["viewpoint"],
         "image": env_space["image"],
+        "motion": spaces.Box(-np.inf, np.inf, (len(MOTION_FIELDS),), dtype=np.float32),
     }
     if state.config.map_channels:
         parts["map"] = spaces.Box(-np.inf, np.inf, state.config.map_shape, dtype=np.float32)

@@ -35,6 +35,32 @@ def test_retrieval_of_identical_halves_is_perfect_and_of_unrelated_keys_is_not()
         rp.retrieval_accuracy(x, x[:10])
 
 
+def test_r_parts_split_a_map_models_r_and_retrieval_scores_each_part():
+    r = np.arange(12.0).reshape(2, 6)
+    parts = rp.r_parts(r, 2)
+    np.testing.assert_array_equal(parts["r_scene"], r[:, :2])
+    np.testing.assert_array_equal(parts["r_map"], r[:, 2:])
+    assert rp.r_parts(r, None) == {} and rp.r_parts(r, 6) == {}  # no map head: nothing to split
+    # Scenes whose first two features repeat between the halves of the walk and whose
+    # last four do not: the scene part retrieves every scene, the map part none.
+    rng = np.random.default_rng(0)
+    n, d = 12, 40
+    scene = rng.standard_normal((n, 2))
+    records = []
+    for i in range(n):
+        halves = [np.concatenate([scene[i], rng.standard_normal(4)]) for _ in range(2)]
+        encodings = np.stack([halves[0]] * 4 + [halves[1]] * 4).astype(np.float32)  # first half, then second
+        pixels = {part: rng.random(d).astype(np.float32) for part in ("all", "even", "odd", "first", "second")}
+        records.append(
+            rp.SceneRecord(i, encodings, pixels, np.zeros(2), False, np.zeros(4, np.int64), np.zeros(4, bool), 12)
+        )
+    rows = {(row["split"], row["feature"]): row for row in rp.run_retrieval(records, 1, 0, scene_width=2)}
+    assert rows[("halves", "r_scene")]["top1/cosine"] == 1.0
+    assert rows[("halves", "r_map")]["top1/cosine"] < 0.5
+    assert rows[("halves", "r_scene")]["width"] == 2 and rows[("halves", "r_map")]["width"] == 4
+    assert ("halves", "r_scene") not in {(r["split"], r["feature"]) for r in rp.run_retrieval(records, 1, 0)}
+
+
 def test_classifier_probe_reads_separable_labels_and_is_at_chance_on_random_ones():
     rng = np.random.default_rng(1)
     x = rng.standard_normal((300, 12))

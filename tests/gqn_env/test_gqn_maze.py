@@ -367,10 +367,49 @@ def test_landmarks_of_a_walk_match_its_maps_and_survive_refresh(model):
         env.close()
 
 
+def test_motion_is_the_last_move_in_the_agent_frame_and_flags_a_blocked_one():
+    fields = {name: i for i, name in enumerate(representation.MOTION_FIELDS)}
+    # Facing +z (yaw -90 degrees), a step of 0.1 along +z is forward; along +x it is to the left.
+    facing_z = _viewpoint(-np.pi / 2)
+    ahead = facing_z.copy()
+    ahead[2] += 0.1
+    assert representation.motion(facing_z, ahead) == pytest.approx([0.1, 0.0, 0.0, 0.0], abs=1e-6)
+    aside = facing_z.copy()
+    aside[0] += 0.1
+    assert representation.motion(facing_z, aside)[fields["right"]] == pytest.approx(-0.1, abs=1e-6)
+    turned = representation.motion(facing_z, _viewpoint(-np.pi / 2 + np.radians(15)))
+    assert turned == pytest.approx([0.0, 0.0, np.sin(np.radians(15)), 0.0], abs=1e-6)
+    assert representation.motion(facing_z, facing_z.copy()) == pytest.approx([0.0, 0.0, 0.0, 1.0])
+
+
+def test_motion_of_a_walk_zero_at_reset_then_each_move_and_the_blocked_ones(model):
+    env = make(model, obs_keys=("motion", "viewpoint"))
+    fields = {name: i for i, name in enumerate(representation.MOTION_FIELDS)}
+    try:
+        obs, _ = env.reset(seed=5)
+        assert env.observation_space["motion"].shape == (len(fields),)
+        np.testing.assert_array_equal(obs["motion"], 0.0)
+        obs, *_ = env.step(0)  # turn left
+        assert obs["motion"][fields["sin_turn"]] > 0 and obs["motion"][fields["still"]] == 0
+        stills = []
+        for _ in range(80):  # walk straight on: forward moves until a wall blocks them
+            before = env.unwrapped.pose
+            obs, *_ = env.step(2)
+            moved = env.unwrapped.pose != before
+            assert obs["motion"][fields["still"]] == float(not moved)
+            assert (obs["motion"][fields["forward"]] > 0) == moved
+            stills.append(not moved)
+        assert stills[-1], "80 steps straight on should end against a wall"
+        env.reset(seed=6)
+        np.testing.assert_array_equal(env.get_wrapper_attr("current_observation")()["motion"], 0.0)
+    finally:
+        env.close()
+
+
 def test_batched_vector_wrapper_matches_single_envs(model):
     n = 2
     envs = gym.vector.SyncVectorEnv([lambda: gym.make("GQNMazeScene-v0", image_size=16, **SCENE) for _ in range(n)])
-    keys = ("representation", "view_encoding", "patches", "recall", "landmarks", "viewpoint")
+    keys = ("representation", "view_encoding", "patches", "recall", "landmarks", "motion", "viewpoint")
     vec = GQNRepresentationVector(envs, model, obs_keys=keys)
     singles = [
         GQNRepresentation(gym.make("GQNMazeScene-v0", image_size=16, **SCENE).unwrapped, model, obs_keys=keys)
@@ -381,7 +420,7 @@ def test_batched_vector_wrapper_matches_single_envs(model):
         single_obs = [s.reset(seed=10 + i)[0] for i, s in enumerate(singles)]
         for step in range(4):
             for i in range(n):
-                for key in ("representation", "view_encoding", "patches", "recall", "landmarks"):
+                for key in ("representation", "view_encoding", "patches", "recall", "landmarks", "motion"):
                     np.testing.assert_allclose(obs[key][i], single_obs[i][key], rtol=1e-4, atol=1e-5)
             actions = np.array([2, step % 3])
             obs, *_ = vec.step(actions)
