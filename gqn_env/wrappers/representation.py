@@ -245,6 +245,8 @@ class RepresentationState:
         patches: Keep the latest frame's per-patch map (the ``patches`` key).
         recall: Keep every frame's per-patch map for :meth:`recall` (the ``recall`` key).
         landmarks: Keep each channel's peak response of the episode (the ``landmarks`` key).
+        map_key: Encode the map head's channels at every step (the ``map`` key).
+        motion: Observe the last move (the ``motion`` key).
     """
 
     def __init__(
@@ -256,8 +258,10 @@ class RepresentationState:
         recall: bool = False,
         landmarks: bool = False,
         map_key: bool = False,
+        motion: bool = False,
     ) -> None:
         self.model = model.eval().to(device)
+        self.motion = motion
         self.device = torch.device(device)
         self.config = model.config
         self.sums = np.zeros((num_scenes, *self.config.representation_shape), dtype=np.float32)  # (N, C, h, w)
@@ -444,8 +448,8 @@ class RepresentationState:
         """The model's observation keys for the given slots.
 
         ``representation`` and ``view_encoding``, ``(N, size)`` each, ``patches`` ``(N, c, g, g)``,
-        ``recall`` ``(N, 3c, g, g)`` and ``landmarks`` ``(N, c, 7)`` when kept, ``map``
-        ``(N, M)`` or ``(N, M, s, s)`` for a model with a vector or grid map head.
+        ``recall`` ``(N, 3c, g, g)``, ``landmarks`` ``(N, c, 7)`` and ``motion`` ``(N, 4)`` when
+        kept, ``map`` ``(N, M)`` or ``(N, M, s, s)`` for a model with a vector or grid map head.
         """
         slots = np.asarray(slots)
         out = {
@@ -462,7 +466,8 @@ class RepresentationState:
             out["recall"] = np.stack([self.recall(int(slot)) for slot in slots])
         if self.landmarks is not None:
             out["landmarks"] = self.landmarks.observe(slots)
-        out["motion"] = np.stack([self._motion(int(slot)) for slot in slots])
+        if self.motion:
+            out["motion"] = np.stack([self._motion(int(slot)) for slot in slots])
         return out
 
     def _motion(self, slot: int) -> np.ndarray:
@@ -622,6 +627,7 @@ class GQNRepresentation(gym.Wrapper):
             recall="recall" in self.obs_keys,
             landmarks="landmarks" in self.obs_keys,
             map_key="map" in self.obs_keys,
+            motion="motion" in self.obs_keys,
         )
         self.observation_space = _obs_space(env.observation_space, self.state, self.obs_keys)
         self._last_obs: dict[str, np.ndarray] | None = None
@@ -783,6 +789,7 @@ class GQNRepresentationVector(gym.vector.VectorWrapper):
             recall="recall" in self.obs_keys,
             landmarks="landmarks" in self.obs_keys,
             map_key="map" in self.obs_keys,
+            motion="motion" in self.obs_keys,
         )
         self.single_observation_space = _obs_space(env.single_observation_space, self.state, self.obs_keys)
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, env.num_envs)
