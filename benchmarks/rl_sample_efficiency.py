@@ -21,7 +21,8 @@ the same PPO settings (``--ppo``, :data:`agents.rl.PPO_SETTINGS`):
 * ``gqn``: GQNMaze with the bundled, frozen world model, keys ``--gqn-obs``,
   standardised features, :class:`agents.features.GQNMazeExtractor`;
 * ``gqn_lstm``: the same read by RecurrentPPO; ``gqn_online``: a ``cpu``-preset
-  world model trained from scratch on the agent's frames;
+  world model trained from scratch on the agent's frames (or, ``--gqn-online-start
+  bundled``, the bundled one trained further on them);
 * ``pixels``: the egocentric image (``--pixel-size``), 4 frames stacked, CnnPolicy;
 * ``pixels_lstm``: one frame, RecurrentPPO with CnnLstmPolicy (the memory baseline);
 * ``state_oracle``: privileged state (agents/oracle.py), the reference that bounds
@@ -73,6 +74,37 @@ from gqn_env.wrappers.representation import DEPRECATED_OBS_KEYS
 from world_model import GQNConfig, SceneBuffer, Trainer, load_checkpoint
 from world_model.atomic import atomic_path
 
+#: Where ``gqn_online``'s world model starts (``--gqn-online-start``).
+ONLINE_STARTS = ("scratch", "bundled")
+
+
+def online_world_model(start: str, seed: int) -> GQNConfig | torch.nn.Module:
+    """What ``gqn_online`` trains as it acts: a new ``cpu``-preset model, or the bundled one.
+
+    ``"bundled"`` trains every weight of the bundled model further, the representation
+    network included, on the agent's first-person frames: at its last learning rate
+    (5e-5) and pixel noise (0.7), so that it adapts to the agent's views rather than
+    starting its schedules over, and without top-down queries (the agent's frames
+    have none).
+    """
+    if start == "scratch":
+        return GQNConfig.cpu().replace(seed=seed)
+    if start != "bundled":
+        raise ValueError(f"start must be one of {ONLINE_STARTS}, got {start!r}")
+    model = load_world_model(None).requires_grad_(True)  # loaded frozen, for acting
+    model.config = model.config.replace(
+        seed=seed,
+        freeze_representation=False,
+        top_down_fraction=0.0,
+        context_draw_max=0,
+        context_sampling="uniform",
+        lr_start=5e-5,
+        lr_end=5e-5,
+        sigma_start=0.7,
+        sigma_end=0.7,
+    )
+    return model
+
 
 def run(variant: str, seed: int, args: argparse.Namespace) -> dict:
     torch.manual_seed(seed)
@@ -80,9 +112,9 @@ def run(variant: str, seed: int, args: argparse.Namespace) -> dict:
     gqn_kwargs = {**scene, "obs_keys": args.gqn_obs}
     callbacks = [SuccessCurve()]
     if variant == "gqn_online":
-        config = GQNConfig.cpu().replace(seed=seed)
-        buffer = SceneBuffer(image_size=config.image_size, max_scenes=2000)
-        trainer = Trainer(config, buffer)
+        start = online_world_model(args.gqn_online_start, seed)
+        buffer = SceneBuffer(image_size=start.config.image_size, max_scenes=2000)
+        trainer = Trainer(start, buffer)
         venv = make_vec_env(variant, args.env_id, args.num_envs, seed, trainer.model, gqn_kwargs)
         callbacks.append(WorldModelCallback(trainer, buffer, updates_per_rollout=args.wm_updates))
     elif variant in ("gqn", "gqn_lstm"):
@@ -228,6 +260,7 @@ VARIANT_SETTINGS = {
     "gqn_forward_aux": ("gqn", "gqn_online"),
     "gqn_forward_aux_epochs": ("gqn", "gqn_online"),
     "wm_updates": ("gqn_online",),
+    "gqn_online_start": ("gqn_online",),
     "pixel_size": BASELINES,
 }
 
@@ -258,6 +291,7 @@ LATER_DEFAULTS = {
     "gqn_vector_reading": "layer",
     "gqn_forward_aux": False,
     "gqn_forward_aux_epochs": 4,
+    "gqn_online_start": "scratch",
 }
 
 
@@ -641,6 +675,12 @@ def main() -> None:
         help="gqn, gqn_online: hidden layers of the policy and value heads (default: SB3's 64 64)",
     )
     parser.add_argument("--wm-updates", type=int, default=8, help="world-model steps per rollout (gqn_online)")
+    parser.add_argument(
+        "--gqn-online-start",
+        choices=ONLINE_STARTS,
+        default="scratch",
+        help="gqn_online: a new cpu-preset world model, or the bundled one trained further (online_world_model)",
+    )
     parser.add_argument("--threshold", type=float, default=0.5)
     parser.add_argument("--bins", type=int, default=20, help="bins of the plotted curves and the AUC")
     parser.add_argument("--window", type=int, default=50, help="episodes in the rolling success rate for the threshold")

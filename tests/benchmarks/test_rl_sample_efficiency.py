@@ -389,3 +389,18 @@ def test_paired_auc_compares_the_seeds_both_ran():
     assert np.isclose(d["low"], -0.1) and np.isclose(d["high"], 0.1)  # resamples of two pairs: -0.1, 0, +0.1
     assert bench.paired_auc(results, [("pixels", "gqn")], resamples=1000) == paired
     assert bench.paired_auc(results, [("state_oracle", "gqn")]) == {}
+
+
+def test_online_world_model_starts_from_scratch_or_trains_the_whole_bundled_model():
+    from world_model import GQNConfig, SceneBuffer, Trainer
+
+    scratch = bench.online_world_model("scratch", seed=3)
+    assert isinstance(scratch, GQNConfig) and scratch.seed == 3
+    model = bench.online_world_model("bundled", seed=3)
+    assert model.config.seed == 3 and model.config.top_down_fraction == 0.0
+    assert not model.config.freeze_representation and model.config.sigma_start == model.config.sigma_end == 0.7
+    trainer = Trainer(model, SceneBuffer(image_size=model.config.image_size, max_scenes=4))
+    trained = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
+    assert all(id(p) in trained for p in model.representation.parameters())  # what agents observe adapts too
+    with pytest.raises(ValueError, match="start"):
+        bench.online_world_model("pretrained", seed=0)
