@@ -71,14 +71,14 @@ from agents.rl import (
 from benchmarks._common import add_output_options, format_table, output_path, write_json
 from gqn_env.envs.gqn_maze import bundled_checkpoint, load_world_model
 from gqn_env.wrappers.representation import DEPRECATED_OBS_KEYS
-from world_model import GQNConfig, SceneBuffer, Trainer, load_checkpoint
+from world_model import GQN, GQNConfig, SceneBuffer, Trainer, load_checkpoint
 from world_model.atomic import atomic_path
 
 #: Where ``gqn_online``'s world model starts (``--gqn-online-start``).
 ONLINE_STARTS = ("scratch", "bundled")
 
 
-def online_world_model(start: str, seed: int) -> GQNConfig | torch.nn.Module:
+def online_world_model(start: str, seed: int) -> GQN:
     """What ``gqn_online`` trains as it acts: a new ``cpu``-preset model, or the bundled one.
 
     ``"bundled"`` trains every weight of the bundled model further, the representation
@@ -88,7 +88,7 @@ def online_world_model(start: str, seed: int) -> GQNConfig | torch.nn.Module:
     have none).
     """
     if start == "scratch":
-        return GQNConfig.cpu().replace(seed=seed)
+        return GQN(GQNConfig.cpu().replace(seed=seed))  # initialised from the seed
     if start != "bundled":
         raise ValueError(f"start must be one of {ONLINE_STARTS}, got {start!r}")
     model = load_world_model(None).requires_grad_(True)  # loaded frozen, for acting

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from benchmarks import rl_sample_efficiency as bench
 
@@ -392,10 +393,14 @@ def test_paired_auc_compares_the_seeds_both_ran():
 
 
 def test_online_world_model_starts_from_scratch_or_trains_the_whole_bundled_model():
-    from world_model import GQNConfig, SceneBuffer, Trainer
+    from world_model import GQN, GQNConfig, SceneBuffer, Trainer
 
     scratch = bench.online_world_model("scratch", seed=3)
-    assert isinstance(scratch, GQNConfig) and scratch.seed == 3
+    assert scratch.config == GQNConfig.cpu().replace(seed=3)
+    torch.manual_seed(0)  # the seed in the config, not torch's global state, initialises it
+    again = GQN(GQNConfig.cpu().replace(seed=3))
+    pairs = zip(scratch.state_dict().values(), again.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
     model = bench.online_world_model("bundled", seed=3)
     assert model.config.seed == 3 and model.config.top_down_fraction == 0.0
     assert not model.config.freeze_representation and model.config.sigma_start == model.config.sigma_end == 0.7
