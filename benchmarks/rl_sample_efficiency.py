@@ -71,7 +71,7 @@ from agents.rl import (
 from benchmarks._common import add_output_options, format_table, output_path, write_json
 from gqn_env.envs.gqn_maze import bundled_checkpoint, load_world_model
 from gqn_env.wrappers.representation import DEPRECATED_OBS_KEYS
-from world_model import GQN, GQNConfig, SceneBuffer, Trainer, load_checkpoint
+from world_model import GQN, GQNConfig, SceneBuffer, Trainer, load_checkpoint, load_model
 from world_model.atomic import atomic_path
 
 #: Where ``gqn_online``'s world model starts (``--gqn-online-start``).
@@ -91,7 +91,7 @@ def online_world_model(start: str, seed: int) -> GQN:
         return GQN(GQNConfig.cpu().replace(seed=seed))  # initialised from the seed
     if start != "bundled":
         raise ValueError(f"start must be one of {ONLINE_STARTS}, got {start!r}")
-    model = load_world_model(None).requires_grad_(True)  # loaded frozen, for acting
+    model = load_model(bundled_checkpoint())  # its own copy: the envs' cached one stays frozen
     model.config = model.config.replace(
         seed=seed,
         freeze_representation=False,

@@ -409,3 +409,7 @@ def test_online_world_model_starts_from_scratch_or_trains_the_whole_bundled_mode
     assert all(id(p) in trained for p in model.representation.parameters())  # what agents observe adapts too
     with pytest.raises(ValueError, match="start"):
         bench.online_world_model("pretrained", seed=0)
+    # The envs' cached bundled model is another copy, left frozen and as trained.
+    shared = bench.load_world_model(None)
+    assert shared is not model and shared.config.top_down_fraction > 0
+    assert not any(p.requires_grad for p in shared.parameters())
