@@ -115,14 +115,22 @@ def _to_model_size(images: np.ndarray, size: int) -> np.ndarray:
     return np.round(blocks.mean(axis=(2, 4))).astype(np.uint8)
 
 
+def to_agent_frame(dx: Any, dz: Any, cos: Any, sin: Any) -> tuple[Any, Any]:
+    """A floor offset ``(dx, dz)`` as ``(forward, right)`` of an agent heading ``(cos, sin)`` of its yaw.
+
+    Forward is ``(cos, -sin)`` on the (x, z) floor, right is ``(sin, cos)`` (yaw turns
+    left; gqn_env/envs/viewpoint.py). Scalars or numpy arrays alike.
+    """
+    return dx * cos - dz * sin, dx * sin + dz * cos
+
+
 def motion(previous: np.ndarray, current: np.ndarray) -> np.ndarray:
     """The ``motion`` fields (:data:`MOTION_FIELDS`) between two ``(D,)`` viewpoints, float32 ``(4,)``."""
-    dx, dz = current[0] - previous[0], current[2] - previous[2]
     cos, sin = previous[3], previous[4]
-    # Forward is (cos, -sin) on the (x, z) floor, right is (sin, cos) (yaw turns left).
+    forward, right = to_agent_frame(current[0] - previous[0], current[2] - previous[2], cos, sin)
     sin_turn = current[4] * cos - current[3] * sin  # sin(yaw now - yaw then)
     still = float(np.array_equal(previous, current))
-    return np.array([dx * cos - dz * sin, dx * sin + dz * cos, sin_turn, still], dtype=np.float32)
+    return np.array([forward, right, sin_turn, still], dtype=np.float32)
 
 
 def check_image_size(image_shape: Sequence[int], model_size: int) -> None:
@@ -219,11 +227,9 @@ class Landmarks:
         where, now = self.where[slots], self.current[slots, None]  # (N, c, 6), (N, 1, 4)
         dx, dz = where[..., 0] - now[..., 0], where[..., 1] - now[..., 1]
         cos, sin = now[..., 2], now[..., 3]
-        # Forward is (cos, -sin) on the (x, z) floor, right is (sin, cos) (yaw turns left).
         fields = [
             self.peaks[slots],
-            dx * cos - dz * sin,
-            dx * sin + dz * cos,
+            *to_agent_frame(dx, dz, cos, sin),
             where[..., 2] * cos + where[..., 3] * sin,
             where[..., 3] * cos - where[..., 2] * sin,
             where[..., 4],
@@ -261,7 +267,7 @@ class RepresentationState:
         motion: bool = False,
     ) -> None:
         self.model = model.eval().to(device)
-        self.motion = motion
+        self.keep_motion = motion
         self.device = torch.device(device)
         self.config = model.config
         self.sums = np.zeros((num_scenes, *self.config.representation_shape), dtype=np.float32)  # (N, C, h, w)
@@ -466,7 +472,7 @@ class RepresentationState:
             out["recall"] = np.stack([self.recall(int(slot)) for slot in slots])
         if self.landmarks is not None:
             out["landmarks"] = self.landmarks.observe(slots)
-        if self.motion:
+        if self.keep_motion:
             out["motion"] = np.stack([self._motion(int(slot)) for slot in slots])
         return out
 
