@@ -298,6 +298,23 @@ class RepresentationState:
         numpy_ok = cpu and isinstance(net, PatchRepresentation) and (self.lazy_map or not net.map_grid)
         self._numpy_encoder = NumpyPatchEncoder(net) if numpy_ok else None
 
+    @classmethod
+    def for_keys(
+        cls, model: Any, num_scenes: int, device: str | torch.device, obs_keys: Sequence[str]
+    ) -> RepresentationState:
+        """The state that keeps what the observation keys ``obs_keys`` read, and nothing more."""
+        keys = set(obs_keys)
+        return cls(
+            model,
+            num_scenes,
+            device,
+            patches=bool(set(PATCH_KEYS) & keys),
+            recall="recall" in keys,
+            landmarks="landmarks" in keys,
+            map_key="map" in keys,
+            motion="motion" in keys,
+        )
+
     @property
     def size(self) -> int:
         """Length of the flat representation an agent observes: r's first ``r_channels``.
@@ -625,16 +642,7 @@ class GQNRepresentation(gym.Wrapper):
         self.obs_keys = _check_args(env.observation_space, obs_keys, scale, model)
         self.scale = scale
         self.emit_frames = emit_frames
-        self.state = RepresentationState(
-            model,
-            1,
-            device,
-            patches=bool(set(PATCH_KEYS) & set(self.obs_keys)),
-            recall="recall" in self.obs_keys,
-            landmarks="landmarks" in self.obs_keys,
-            map_key="map" in self.obs_keys,
-            motion="motion" in self.obs_keys,
-        )
+        self.state = RepresentationState.for_keys(model, 1, device, self.obs_keys)
         self.observation_space = _obs_space(env.observation_space, self.state, self.obs_keys)
         self._last_obs: dict[str, np.ndarray] | None = None
 
@@ -787,16 +795,7 @@ class GQNRepresentationVector(gym.vector.VectorWrapper):
             raise ValueError(f"GQNRepresentationVector needs autoreset_mode NEXT_STEP, got {mode}")
         self.obs_keys = _check_args(env.single_observation_space, obs_keys, scale, model)
         self.scale = scale
-        self.state = RepresentationState(
-            model,
-            env.num_envs,
-            device,
-            patches=bool(set(PATCH_KEYS) & set(self.obs_keys)),
-            recall="recall" in self.obs_keys,
-            landmarks="landmarks" in self.obs_keys,
-            map_key="map" in self.obs_keys,
-            motion="motion" in self.obs_keys,
-        )
+        self.state = RepresentationState.for_keys(model, env.num_envs, device, self.obs_keys)
         self.single_observation_space = _obs_space(env.single_observation_space, self.state, self.obs_keys)
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, env.num_envs)
         self._slots = np.arange(env.num_envs)
