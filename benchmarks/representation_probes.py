@@ -35,8 +35,11 @@ renders from). Three measures, each against a reference:
    full (``pixels_mean``) and randomly projected to r's width. For a model with
    a map head, r's two parts are also matched alone: ``r_scene``, the pooled
    vector of the paper's r (what agents observe), and ``r_map``, the map head's
-   channels (a floor grid for ``grid`` and ``coverage`` heads, which holds the
-   places each part of the walk saw).
+   learned channels (a floor grid for ``grid`` and ``coverage`` heads, which holds
+   the places each part of the walk saw). A ``coverage`` head's footprint channel
+   (how many views looked at each floor cell: the viewpoints' doing, no weight's)
+   is matched alone as a reference, ``footprints``, and r without it as
+   ``r_no_footprints``.
 3. **Interpolation**: renders (prior mean) at a fixed query pose (a free pose
    in a room scene A's walk entered, looking at the room's centre; not one of
    the walk's frames) from ``(1 - a) r_A + a r_B`` for ``--pairs`` pairs of
@@ -267,36 +270,68 @@ def random_projection(dim: int, width: int, seed: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------- probes
-def r_parts(r: np.ndarray, scene_width: int | None) -> dict[str, np.ndarray]:
+def r_parts(r: np.ndarray, scene_width: int | None, footprint: int = 0) -> dict[str, np.ndarray]:
     """``(N, R)`` representations split into ``r_scene`` (the first ``scene_width``) and ``r_map``.
 
-    Empty unless ``scene_width`` leaves a map head's channels after it.
+    Empty unless ``scene_width`` leaves a map head's channels after it. A coverage map
+    head's last ``footprint`` floats are its footprint channel: per floor cell, how many
+    views looked there, a function of the viewpoints alone that no weight changes. They
+    are split off as ``footprints`` (a reference: what the walk's geometry gives), so that
+    ``r_map`` is the map head's learned channels, and r without them is
+    ``r_no_footprints``.
     """
     if scene_width is None or scene_width >= r.shape[1]:
         return {}
-    return {"r_scene": r[:, :scene_width], "r_map": r[:, scene_width:]}
+    end = r.shape[1] - footprint
+    parts = {"r_scene": r[:, :scene_width], "r_map": r[:, scene_width:end]}
+    if footprint:
+        parts |= {"r_no_footprints": r[:, :end], "footprints": r[:, end:]}
+    return parts
+
+
+def r_layout(config: Any) -> tuple[int | None, int]:
+    """``(scene_width, footprint)`` of a model config for :func:`r_parts`."""
+    if not config.map_channels:
+        return None, 0
+    footprint = int(np.prod(config.map_shape[1:])) if config.map_layout == "coverage" else 0
+    return config.r_channels, footprint
 
 
 def probe_features(
-    records: list[SceneRecord], train: int, context_max: int, seed: int, scene_width: int | None = None
+    records: list[SceneRecord],
+    train: int,
+    context_max: int,
+    seed: int,
+    scene_width: int | None = None,
+    footprint: int = 0,
 ) -> dict[str, np.ndarray]:
     """Each probe feature, ``(scenes, F)``; ``shuffled_r`` pairs each scene with the next one of its own split."""
     r = np.stack([representation(rec, "all", context_max) for rec in records])
     shuffled = np.concatenate([np.roll(r[:train], -1, axis=0), np.roll(r[train:], -1, axis=0)])
     pixels = np.stack([rec.mean_pixels["all"] for rec in records])
     projection = random_projection(pixels.shape[1], r.shape[1], seed)
-    return {"r": r, "shuffled_r": shuffled, "pixels_random_projection": pixels @ projection, **r_parts(r, scene_width)}
+    return {
+        "r": r,
+        "shuffled_r": shuffled,
+        "pixels_random_projection": pixels @ projection,
+        **r_parts(r, scene_width, footprint),
+    }
 
 
 def run_probes(
-    records: list[SceneRecord], context_max: int, epochs: int, seed: int, scene_width: int | None = None
+    records: list[SceneRecord],
+    context_max: int,
+    epochs: int,
+    seed: int,
+    scene_width: int | None = None,
+    footprint: int = 0,
 ) -> tuple[list[dict], dict]:
     """The probe table (one row per feature, and chance) and the probes' sample counts.
 
-    ``scene_width``: as in :func:`run_retrieval`; r's two parts are probed alone too.
+    ``scene_width``, ``footprint``: as in :func:`run_retrieval`; r's parts are probed alone too.
     """
     train = train_scene_count(len(records))
-    feats = probe_features(records, train, context_max, seed, scene_width)
+    feats = probe_features(records, train, context_max, seed, scene_width, footprint)
     goal = np.stack([rec.goal_xz for rec in records])
     seen = np.array([rec.goal_seen for rec in records])
     textures = np.stack([rec.textures for rec in records])
@@ -373,13 +408,14 @@ def retrieval_accuracy(queries: np.ndarray, keys: np.ndarray, metric: str = "cos
 
 
 def run_retrieval(
-    records: list[SceneRecord], context_max: int, seed: int, scene_width: int | None = None
+    records: list[SceneRecord], context_max: int, seed: int, scene_width: int | None = None, footprint: int = 0
 ) -> list[dict]:
     """Top-1/top-5 retrieval rows: feature x split, with chance.
 
     ``scene_width``: for a model with a map head, the width of r's first part (the
     pooled scene vector agents observe); its two parts are then also matched alone,
-    as ``r_scene`` and ``r_map``.
+    as ``r_scene`` and ``r_map``; ``footprint``: the width of a coverage head's
+    footprint channel, matched alone and left out of ``r_no_footprints`` (:func:`r_parts`).
     """
     n = len(records)
     width = records[0].encodings.shape[1]
@@ -394,7 +430,7 @@ def run_retrieval(
                 "pixels_random_projection": pixels @ projection,
                 "pixels_mean": pixels,
             }
-            sides[part].update(r_parts(sides[part]["r"], scene_width))
+            sides[part].update(r_parts(sides[part]["r"], scene_width, footprint))
         for feature in sides[query_part]:
             q, k = sides[query_part][feature], sides[key_part][feature]
             rows.append(
@@ -519,10 +555,10 @@ def run(args: argparse.Namespace, model: Any = None, env_kwargs: dict | None = N
     start = time.perf_counter()
     records = collect(model, args, env_kwargs)
     collect_seconds = time.perf_counter() - start
-    scene_width = model.config.r_channels if model.config.map_channels else None
-    probes, probe_info = run_probes(records, context_max, args.epochs, args.seed, scene_width)
+    scene_width, footprint = r_layout(model.config)
+    probes, probe_info = run_probes(records, context_max, args.epochs, args.seed, scene_width, footprint)
     test = records[train_scene_count(len(records)) :]
-    retrieval = run_retrieval(test[: args.retrieval_scenes], context_max, args.seed, scene_width)
+    retrieval = run_retrieval(test[: args.retrieval_scenes], context_max, args.seed, scene_width, footprint)
     interpolation, strip = run_interpolation(model, test, context_max)
     payload = {
         "args": vars(args),

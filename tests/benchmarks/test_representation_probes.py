@@ -1,6 +1,7 @@
 """What r encodes (benchmarks/representation_probes.py): retrieval, the classifier probe, a tiny end-to-end run."""
 
 import argparse
+import dataclasses
 
 import numpy as np
 import pytest
@@ -41,6 +42,11 @@ def test_r_parts_split_a_map_models_r_and_retrieval_scores_each_part():
     np.testing.assert_array_equal(parts["r_scene"], r[:, :2])
     np.testing.assert_array_equal(parts["r_map"], r[:, 2:])
     assert rp.r_parts(r, None) == {} and rp.r_parts(r, 6) == {}  # no map head: nothing to split
+    # A coverage head's footprint channel (the last floats) is split off from the learned ones.
+    parts = rp.r_parts(r, 2, footprint=1)
+    np.testing.assert_array_equal(parts["r_map"], r[:, 2:5])
+    np.testing.assert_array_equal(parts["footprints"], r[:, 5:])
+    np.testing.assert_array_equal(parts["r_no_footprints"], r[:, :5])
     # Scenes whose first two features repeat between the halves of the walk and whose
     # last four do not: the scene part retrieves every scene, the map part none.
     rng = np.random.default_rng(0)
@@ -59,6 +65,15 @@ def test_r_parts_split_a_map_models_r_and_retrieval_scores_each_part():
     assert rows[("halves", "r_map")]["top1/cosine"] < 0.5
     assert rows[("halves", "r_scene")]["width"] == 2 and rows[("halves", "r_map")]["width"] == 4
     assert ("halves", "r_scene") not in {(r["split"], r["feature"]) for r in rp.run_retrieval(records, 1, 0)}
+
+
+def test_r_layout_finds_the_scene_width_and_a_coverage_heads_footprint():
+    plain = GQNConfig.preset("tiny").model
+    assert rp.r_layout(plain) == (None, 0)
+    coverage = dataclasses.replace(plain, map_channels=3, map_layout="coverage")
+    side = coverage.hidden_size
+    assert rp.r_layout(coverage) == (plain.r_channels, side * side)
+    assert rp.r_layout(dataclasses.replace(coverage, map_layout="grid")) == (plain.r_channels, 0)
 
 
 def test_classifier_probe_reads_separable_labels_and_is_at_chance_on_random_ones():
