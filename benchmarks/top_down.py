@@ -7,8 +7,9 @@ Usage::
     python -m benchmarks.top_down --checkpoint ... --first-scene 1000 --scenes 30  # scenes for choosing models
 
 On held-out scenes (seeds never trained on), an agent walks ``--steps`` steps
-(random walker, every frame kept). After the first 1, 4, 16, 64 and all frames
-of the walk, the model renders the top-down viewpoint
+(``--policy``: by default the count-based explorer of :mod:`agents.collectors`,
+which heads for floor it has not been on, or the random walker; every frame
+kept). After the first 1, 4, 16, 64 and all frames of the walk, the model renders the top-down viewpoint
 (:data:`world_model.frames.TOP_DOWN_VIEWPOINT`) from the representation of those
 frames, summed and, past ``context_max`` frames, scaled to ``context_max``
 frames' worth as GQNMaze's wrapper does. Each prediction (the prior mean) is
@@ -23,7 +24,9 @@ model is surer of what it has seen). Each frame count after the
 first also gets the change from the one before, scene by scene, with its standard
 error (``psnr_model_change``, ``std_unseen_change`` and ``..._se``). The paper's claim
 (Eslami et al. 2018, the maze figure) as numbers: accuracy should rise and the
-uncertainty about unseen floor fall as frames are seen.
+uncertainty about unseen floor fall as frames are seen. It needs a walk that
+keeps finding new floor: the random walker sees little after its first 16 frames
+(docs/results.md, top-down imagination).
 
 Writes ``runs/benchmarks/top_down.json`` (``--save``: ``benchmarks/results/``)
 and a PNG of one scene: the true map, then the prediction and its spread after
@@ -41,7 +44,7 @@ import numpy as np
 import torch
 
 import gqn_env  # noqa: F401  (registers the env ids)
-from agents.collectors import RandomWalker, walk
+from agents.collectors import POLICIES, make_policy, walk
 from agents.coverage import visible
 from agents.world_model_training import EVAL_SEED_BASE, training_seeds
 from benchmarks._common import add_output_options, format_table, output_path, write_json
@@ -127,7 +130,7 @@ def run(args: argparse.Namespace) -> dict:
     walks, tops, floors = [], [], []
     for i in range(args.scenes):
         seed = EVAL_SEED_BASE + args.first_scene + i
-        ep = walk(env, seed, args.steps, RandomWalker(np.random.default_rng(seed)))
+        ep = walk(env, seed, args.steps, make_policy(args.policy, np.random.default_rng(seed)))
         tops.append(scene.render_top_down() / 255.0)
         points, on_floor = pixel_floor_points(scene, size)
         seen = np.zeros((len(ep.poses), len(points)), dtype=bool)  # seen[t]: seen by frames 0..t
@@ -234,6 +237,13 @@ def main() -> None:
         "other than the reported first 300",
     )
     parser.add_argument("--steps", type=int, default=216, help="walk length; every frame is kept")
+    parser.add_argument(
+        "--policy",
+        choices=sorted(POLICIES),
+        default="explorer",
+        help="who walks: the count-based explorer, which heads for floor it has not been on (default), "
+        "or the random walker",
+    )
     parser.add_argument("--samples", type=int, default=8, help="prior samples for the spread")
     parser.add_argument("--mean-scenes", type=int, default=50, help="training-seed scenes of the mean top-down image")
     parser.add_argument("--quick", action="store_true", help="3 scenes, 20 steps, 2 samples: a smoke run")

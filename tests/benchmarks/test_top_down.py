@@ -38,11 +38,20 @@ def test_a_tiny_run_reports_every_frame_count_and_is_deterministic(tmp_path):
     config = GQNConfig.tiny().replace(view_channels=4)  # a nearest-view model: render needs the context
     path = save_checkpoint(tmp_path / "tiny.pt", model=GQN(config), config=config)
     args = argparse.Namespace(
-        checkpoint=str(path), env_id="GQNMazeScene-S2-v0", scenes=2, steps=20, samples=2, mean_scenes=2, first_scene=0
+        checkpoint=str(path),
+        env_id="GQNMazeScene-S2-v0",
+        scenes=2,
+        steps=20,
+        samples=2,
+        mean_scenes=2,
+        first_scene=0,
+        policy="explorer",
     )
     first, second = top_down.run(args), top_down.run(args)
     other = top_down.run(argparse.Namespace(**{**vars(args), "first_scene": 1000}))
     assert other["psnr_model"] != first["psnr_model"]  # other held-out scenes
+    random_walk = top_down.run(argparse.Namespace(**{**vars(args), "policy": "random"}))
+    assert random_walk["by_frames"][-1]["floor_seen"] != first["by_frames"][-1]["floor_seen"]  # another walker
     assert [row["frames"] for row in first["by_frames"]] == [1, 4, 16, "all"]
     for key in ("psnr_model", "gap_db_mean_image", "gap_db_shuffled"):
         assert np.isfinite(first[key]) and first[key] == second[key]
