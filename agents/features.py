@@ -24,11 +24,18 @@ key's space (as SB3's ``CombinedExtractor`` keeps a ``ModuleDict``):
 * an image (``image``, uint8): SB3's ``NatureCNN``.
 
 The outputs are concatenated; the policy and value heads sit on top as usual.
+
+:class:`ProjectedExtractor` is the other reading: no layer of its own, every key
+flattened for the heads as ``MlpPolicy`` reads a state, the wide map first cut
+down by a fixed whitening PCA (:func:`fit_projection`).
 """
 
 from __future__ import annotations
 
+import math
+
 import gymnasium as gym
+import numpy as np
 import torch
 from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, NatureCNN
@@ -143,3 +150,73 @@ class GQNMazeExtractor(BaseFeaturesExtractor):
     def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
         """``(N, features_dim)`` features of a batch of Dict observations."""
         return torch.cat([net(observations[key]) for key, net in self.nets.items()], dim=1)
+
+
+def fit_projection(samples: np.ndarray, dims: int) -> tuple[np.ndarray, np.ndarray]:
+    """A whitening PCA of ``(N, F)`` samples: ``(mean (F,), basis (F, dims))``, float32.
+
+    ``(x - mean) @ basis`` gives the top ``dims`` principal components of ``x``, each
+    scaled to unit variance over the samples (components with no variance stay at zero).
+    """
+    x = np.asarray(samples, dtype=np.float64).reshape(len(samples), -1)
+    if x.ndim != 2 or len(x) < 2 or not 1 <= dims <= min(x.shape):
+        raise ValueError(f"need (N >= 2, F) samples and 1 <= dims <= min(N, F), got {x.shape} and dims={dims}")
+    if not np.isfinite(x).all():
+        raise ValueError("samples must be finite")
+    mean = x.mean(axis=0)
+    _, singular, vt = np.linalg.svd(x - mean, full_matrices=False)  # rows of vt: principal directions
+    scale = singular[:dims] / math.sqrt(len(x) - 1)  # each component's standard deviation
+    basis = vt[:dims].T / np.where(scale > 1e-12, scale, np.inf)  # (F, dims)
+    return mean.astype(np.float32), basis.astype(np.float32)
+
+
+class ProjectedExtractor(BaseFeaturesExtractor):
+    """Every key flattened, the ones in ``projections`` through a fixed linear projection first.
+
+    Nothing in it learns: the policy and value heads read the features directly, as
+    ``MlpPolicy`` reads a state vector. A wide key (the ``patches`` map, 1,024 floats) is
+    cut down to a few dense features by a projection fitted beforehand without labels
+    (:func:`fit_projection`, a whitening PCA of the key over walks of other scenes).
+
+    Args:
+        observation_space: A ``Dict`` of ``Box`` spaces.
+        projections: ``key -> (mean (F,), basis (F, k))``, F the key's flattened size.
+    """
+
+    def __init__(
+        self, observation_space: gym.spaces.Dict, projections: dict[str, tuple[np.ndarray, np.ndarray]]
+    ) -> None:
+        if not isinstance(observation_space, gym.spaces.Dict):
+            raise ValueError(f"ProjectedExtractor needs a Dict observation space, got {observation_space}")
+        unknown = sorted(set(projections) - set(observation_space.spaces))
+        if unknown:
+            keys = sorted(observation_space.spaces)
+            raise ValueError(f"projections for keys {unknown} not in the observation's {keys}")
+        total = 0
+        for key, space in observation_space.spaces.items():
+            size = int(np.prod(space.shape))
+            if key in projections:
+                mean, basis = projections[key]
+                if np.shape(mean) != (size,) or np.ndim(basis) != 2 or np.shape(basis)[0] != size:
+                    raise ValueError(
+                        f"projection of {key!r} must be (mean ({size},), basis ({size}, k)), "
+                        f"got {np.shape(mean)} and {np.shape(basis)}"
+                    )
+                size = np.shape(basis)[1]
+            total += size
+        super().__init__(observation_space, features_dim=total)
+        self.keys = list(observation_space.spaces)
+        for key, (mean, basis) in projections.items():
+            self.register_buffer(f"{key}_mean", torch.as_tensor(np.asarray(mean, np.float32)))
+            self.register_buffer(f"{key}_basis", torch.as_tensor(np.asarray(basis, np.float32)))
+        self.projected = tuple(projections)
+
+    def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``(N, features_dim)`` features of a batch of Dict observations."""
+        parts = []
+        for key in self.keys:
+            x = observations[key].flatten(1).float()
+            if key in self.projected:
+                x = (x - getattr(self, f"{key}_mean")) @ getattr(self, f"{key}_basis")
+            parts.append(x)
+        return torch.cat(parts, dim=1)

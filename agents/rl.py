@@ -187,6 +187,44 @@ def make_vec_env(
     return venv
 
 
+def fit_key_projection(
+    model: Any,
+    env_id: str,
+    key: str = "patches",
+    dims: int = 64,
+    scenes: int = 100,
+    steps: int = 100,
+    env_kwargs: dict | None = None,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A whitening PCA of one GQNMaze observation key (:func:`agents.features.fit_projection`).
+
+    Fitted without labels or rewards on random walks (turn left, turn right, forward with
+    probabilities 0.25, 0.25, 0.5) of ``scenes`` scenes, ``steps`` steps each, every step's
+    ``key`` kept. The scenes are the world model's training scenes
+    (:func:`agents.world_model_training.training_seeds`), not the RL runs'.
+    """
+    from agents.features import fit_projection
+    from agents.world_model_training import training_seeds
+
+    gqn_id = env_id.replace("GQNMazeScene", "GQNMaze")
+    env = gym.make(f"gqn_env:{gqn_id}", model=model, **{**(env_kwargs or {}), "obs_keys": (key,)})
+    rng = np.random.default_rng(seed)
+    samples = []
+    try:
+        for scene_seed in training_seeds(seed, 0, scenes):
+            obs, _ = env.reset(seed=scene_seed)
+            samples.append(obs[key].reshape(-1))
+            for _ in range(steps - 1):
+                obs, _, terminated, truncated, _ = env.step(int(rng.choice(3, p=(0.25, 0.25, 0.5))))
+                samples.append(obs[key].reshape(-1))
+                if terminated or truncated:
+                    break
+    finally:
+        env.close()
+    return fit_projection(np.stack(samples), dims)
+
+
 def make_agent(
     obs_type: str,
     venv: VecEnv,

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m benchmarks.representation_probes            # about 8 minutes on 2 busy CPU cores
+    python -m benchmarks.representation_probes            # about 20 minutes on one CPU core (1,440 scenes)
     python -m benchmarks.representation_probes --quick    # a smoke run, seconds
     python -m benchmarks.representation_probes --save     # benchmarks/results/representation_probes.{json,png}
 
@@ -17,12 +17,15 @@ renders from). Three measures, each against a reference:
 1. **Probes** (:mod:`world_model.probes`, linear and MLP, fit on the first two
    thirds of the scenes and scored on the rest) from r to the goal box's
    position ``(x, z)`` in scene-normalised coordinates ([-1, 1], the viewpoint's
-   scaling; R^2), on all scenes and on the scenes whose walk had the goal in
-   view at some step; and to every room's wall texture (one 12-way softmax head
+   scaling; R^2), on all scenes, on the scenes whose walk had the goal in
+   view at some step, and on those of them whose walk did not end at the goal
+   (``goal_xz_seen_not_reached``: a walk that reaches the goal ends there, so its
+   shape alone points at it); and to every room's wall texture (one 12-way softmax head
    per room; accuracy over all rooms and over the rooms the walk entered).
    References: the same probes on the r of another scene (``shuffled_r``: each
    scene's targets paired with the next scene's r), on a random projection of
-   the walk's mean image to r's width (``pixels_random_projection``), and chance
+   the walk's mean image to r's width (``pixels_random_projection``), on where
+   the walk ended (``last_viewpoint``: the geometry of the walk, no image), and chance
    (R^2 0, the training mean; accuracy 1 / textures). For a model with a map head,
    r's two parts are probed alone too (``r_scene``, ``r_map``: item 2).
 2. **Scene retrieval** (view invariance): for ``--retrieval-scenes`` held-out
@@ -82,7 +85,7 @@ from world_model.probes import fit_classifier, fit_probe
 SEED_BASE = EVAL_SEED_BASE + 600_000
 KINDS = ("linear", "mlp")
 #: Probe features: r and its references.
-PROBE_FEATURES = ("r", "shuffled_r", "pixels_random_projection")
+PROBE_FEATURES = ("r", "shuffled_r", "pixels_random_projection", "last_viewpoint")
 #: Mixing weights of the interpolation (the strip shows each).
 ALPHAS = tuple(np.linspace(0.0, 1.0, 9).round(3))
 
@@ -96,6 +99,8 @@ class SceneRecord:
     mean_pixels: dict[str, np.ndarray]  # part -> (S*S*3,) float32 mean image in [0, 1]
     goal_xz: np.ndarray  # (2,) the goal box's position, scene-normalised to [-1, 1]
     goal_seen: bool  # the goal was in view at some step of the walk
+    goal_reached: bool  # the walk ended at the goal (the scene terminates there): its end points at the goal
+    last_viewpoint: np.ndarray  # (D,) float32: where the walk ended, a reference for the goal probes
     textures: np.ndarray  # (rooms,) int64: index of each room's wall texture in the scene's texture list
     visited: np.ndarray  # (rooms,) bool: the walk entered the room
     num_textures: int  # length of the scene's wall texture list: the texture probe's classes
@@ -205,6 +210,8 @@ def record_scene(
         mean_pixels={part: pixels[index].mean(axis=0) for part, index in part_indices(len(pixels)).items()},
         goal_xz=pose_to_viewpoint(goal, scene.bounds, float(scene.agent.cam_height))[[0, 2]].astype(np.float64),
         goal_seen=goal_seen(scene, ep.poses),
+        goal_reached=bool(scene.near(scene.goal)),
+        last_viewpoint=ep.viewpoints[-1],
         textures=np.array([scene.wall_textures.index(room.wall_tex_name) for room in scene.grid_rooms]),
         visited=np.array([i in visited_rooms for i in range(len(scene.grid_rooms))]),
         num_textures=len(scene.wall_textures),
@@ -314,6 +321,7 @@ def probe_features(
         "r": r,
         "shuffled_r": shuffled,
         "pixels_random_projection": pixels @ projection,
+        "last_viewpoint": np.stack([rec.last_viewpoint for rec in records]),
         **r_parts(r, scene_width, footprint),
     }
 
@@ -338,7 +346,12 @@ def run_probes(
     visited = np.stack([rec.visited for rec in records])
     classes = records[0].num_textures
     is_train = np.arange(len(records)) < train
-    subsets = {"goal_xz": np.ones(len(records), bool), "goal_xz_seen": seen}
+    reached = np.array([rec.goal_reached for rec in records])
+    subsets = {
+        "goal_xz": np.ones(len(records), bool),
+        "goal_xz_seen": seen,
+        "goal_xz_seen_not_reached": seen & ~reached,
+    }
     counts = {
         name: {"train": int(np.sum(m & is_train)), "test": int(np.sum(m & ~is_train))} for name, m in subsets.items()
     }
@@ -367,7 +380,7 @@ def run_probes(
         rows.append(row)
     chance = {"feature": "chance", "width": 0}
     for kind in KINDS:
-        chance.update({f"goal_xz/{kind}": 0.0, f"goal_xz_seen/{kind}": 0.0})
+        chance.update({f"{target}/{kind}": 0.0 for target in subsets})
         for target in ("texture", "texture_balanced", "texture_visited"):
             chance[f"{target}/{kind}"] = round(1 / classes, 3)
     rows.append(chance)
@@ -572,6 +585,7 @@ def run(args: argparse.Namespace, model: Any = None, env_kwargs: dict | None = N
         "scenes": len(records),
         "frames_per_scene": float(np.mean([len(rec.encodings) for rec in records])),
         "goal_seen_share": float(np.mean([rec.goal_seen for rec in records])),
+        "goal_reached_share": float(np.mean([rec.goal_reached for rec in records])),
         "rooms_visited_share": float(np.mean([rec.visited.mean() for rec in records])),
         "probes": probes,
         "probe_counts": probe_info,
@@ -584,7 +598,9 @@ def run(args: argparse.Namespace, model: Any = None, env_kwargs: dict | None = N
 
 
 PROBE_COLUMNS = ["feature", "width"] + [
-    f"{t}/{k}" for t in ("goal_xz", "goal_xz_seen", "texture", "texture_visited") for k in KINDS
+    f"{t}/{k}"
+    for t in ("goal_xz", "goal_xz_seen", "goal_xz_seen_not_reached", "texture", "texture_visited")
+    for k in KINDS
 ]
 RETRIEVAL_COLUMNS = ["split", "feature", "width", "top1/cosine", "top1/euclidean", "top5/cosine", "chance_top1"]
 
@@ -613,7 +629,9 @@ def print_tables(payload: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default=None, help="default: the bundled model")
-    parser.add_argument("--scenes", type=int, default=480, help="scenes walked; two thirds fit the probes")
+    parser.add_argument(
+        "--scenes", type=int, default=1440, help="scenes walked; two thirds fit the probes (480 until 2026-12-07)"
+    )
     parser.add_argument("--steps", type=int, default=200, help="steps per walk")
     parser.add_argument("--policy", default="explorer", choices=("explorer", "random"))
     parser.add_argument("--retrieval-scenes", type=int, default=150, help="held-out scenes matched among")

@@ -54,15 +54,17 @@ from stable_baselines3.common.torch_layers import CombinedExtractor
 
 import gqn_env  # noqa: F401
 from agents.auxiliary import ForwardPrediction
-from agents.features import MAP_NORMS, VECTOR_READINGS
+from agents.features import MAP_NORMS, VECTOR_READINGS, ProjectedExtractor
 from agents.goal_landmark import GoalLandmark
 from agents.oracle import GOAL_MODES
 from agents.rl import (
+    GQN_TYPES,
     LSTM_POLICIES,
     ORACLE_TYPES,
     PPO_SETTINGS,
     SuccessCurve,
     WorldModelCallback,
+    fit_key_projection,
     make_agent,
     make_vec_env,
     steps_to_rolling_threshold,
@@ -111,6 +113,7 @@ def run(variant: str, seed: int, args: argparse.Namespace) -> dict:
     scene = {"max_episode_steps": args.episode_steps, "objects_per_room": args.objects_per_room}
     gqn_kwargs = {**scene, "obs_keys": args.gqn_obs}
     callbacks = [SuccessCurve()]
+    projections = None
     if variant == "gqn_online":
         start = online_world_model(args.gqn_online_start, seed)
         buffer = SceneBuffer(image_size=start.config.image_size, max_scenes=2000)
@@ -119,6 +122,14 @@ def run(variant: str, seed: int, args: argparse.Namespace) -> dict:
         callbacks.append(WorldModelCallback(trainer, buffer, updates_per_rollout=args.wm_updates))
     elif variant in ("gqn", "gqn_lstm"):
         model = load_world_model(args.gqn_checkpoint) if args.gqn_checkpoint else None
+        plain_keys = tuple(args.gqn_plain_keys)
+        if args.gqn_extractor == "pca":
+            if variant != "gqn" or "patches" not in args.gqn_obs:
+                raise ValueError("--gqn-extractor pca is for the gqn variant with the patches key")
+            model = model or load_world_model()
+            patches = fit_key_projection(model, args.env_id, "patches", args.gqn_pca_dims, env_kwargs=gqn_kwargs)
+            projections = {"patches": patches}
+            plain_keys += ("patches",)  # the projection was fitted on the raw map
         venv = make_vec_env(
             variant,
             args.env_id,
@@ -131,7 +142,7 @@ def run(variant: str, seed: int, args: argparse.Namespace) -> dict:
             goal_landmark=args.gqn_goal_landmark,
             oracle_goal=args.gqn_oracle_goal,
             oracle_rays=args.gqn_oracle_rays,
-            plain_keys=tuple(args.gqn_plain_keys),
+            plain_keys=plain_keys,
         )
     elif variant in ORACLE_TYPES:
         venv = make_vec_env(variant, args.env_id, args.num_envs, seed, None, scene)
@@ -139,7 +150,7 @@ def run(variant: str, seed: int, args: argparse.Namespace) -> dict:
         venv = make_vec_env(variant, args.env_id, args.num_envs, seed, None, {**scene, "image_size": args.pixel_size})
     if args.gqn_forward_aux and variant in ("gqn", "gqn_online"):
         callbacks.append(ForwardPrediction(epochs=args.gqn_forward_aux_epochs))
-    extra = {"policy_kwargs": gqn_policy_kwargs(args)} if variant in ("gqn", "gqn_online", "gqn_lstm") else {}
+    extra = {"policy_kwargs": gqn_policy_kwargs(args, projections)} if variant in GQN_TYPES else {}
     if variant == "gqn_lstm":  # RecurrentPPO's policy has its own head layout
         for key in ("share_features_extractor", "net_arch"):
             extra["policy_kwargs"].pop(key, None)
@@ -177,15 +188,17 @@ def run(variant: str, seed: int, args: argparse.Namespace) -> dict:
     }
 
 
-def gqn_policy_kwargs(args: argparse.Namespace) -> dict:
+def gqn_policy_kwargs(args: argparse.Namespace, projections: dict | None = None) -> dict:
     """SB3 ``policy_kwargs`` of a GQN agent: its extractor's options and the policy's head layout.
 
     ``--gqn-extractor flat`` reads the observation with SB3's ``CombinedExtractor``
     instead: every key flattened and concatenated, no layer of its own, so the policy
     and value heads read the (standardised) features directly, as the oracle
-    agents' ``MlpPolicy`` reads its state.
+    agents' ``MlpPolicy`` reads its state. ``--gqn-extractor pca`` reads it the same
+    way, with the ``patches`` map first cut down by a fixed whitening PCA
+    (``projections``, :class:`agents.features.ProjectedExtractor`).
     """
-    if args.gqn_extractor == "flat":
+    if args.gqn_extractor in ("flat", "pca"):
         extractor_options = {  # each at its default, or it would be silently ignored
             "--gqn-plain-keys": not args.gqn_plain_keys,
             "--gqn-map-norm": args.gqn_map_norm == LATER_DEFAULTS["gqn_map_norm"],
@@ -195,8 +208,17 @@ def gqn_policy_kwargs(args: argparse.Namespace) -> dict:
         }
         given = [flag for flag, default in extractor_options.items() if not default]
         if given:
-            raise ValueError(f"{', '.join(given)}: options of GQNMazeExtractor, not of the flat extractor")
+            raise ValueError(
+                f"{', '.join(given)}: options of GQNMazeExtractor, not of the {args.gqn_extractor} extractor"
+            )
         kwargs: dict = {"features_extractor_class": CombinedExtractor}
+        if args.gqn_extractor == "pca":
+            if projections is None:
+                raise ValueError("the pca extractor needs its projections (fit_key_projection)")
+            kwargs = {
+                "features_extractor_class": ProjectedExtractor,
+                "features_extractor_kwargs": {"projections": projections},
+            }
     else:
         extractor = {
             "select_sharpness": args.select_sharpness,
@@ -257,6 +279,7 @@ VARIANT_SETTINGS = {
     "gqn_net_arch": ("gqn", "gqn_online"),
     "gqn_extractor": ("gqn", "gqn_online", "gqn_lstm"),
     "gqn_vector_reading": ("gqn", "gqn_online", "gqn_lstm"),
+    "gqn_pca_dims": ("gqn",),
     "gqn_forward_aux": ("gqn", "gqn_online"),
     "gqn_forward_aux_epochs": ("gqn", "gqn_online"),
     "wm_updates": ("gqn_online",),
@@ -289,6 +312,7 @@ LATER_DEFAULTS = {
     "gqn_net_arch": None,
     "gqn_extractor": "gqn",
     "gqn_vector_reading": "layer",
+    "gqn_pca_dims": 64,
     "gqn_forward_aux": False,
     "gqn_forward_aux_epochs": 4,
     "gqn_online_start": "scratch",
@@ -644,10 +668,17 @@ def main() -> None:
     )
     parser.add_argument(
         "--gqn-extractor",
-        choices=("gqn", "flat"),
+        choices=("gqn", "flat", "pca"),
         default="gqn",
         help="GQN variants: how the policy reads the observation: agents.features.GQNMazeExtractor "
-        "(a network per key) or flat (SB3's CombinedExtractor: every key flattened, read by the heads directly)",
+        "(a network per key), flat (SB3's CombinedExtractor: every key flattened, read by the heads directly) "
+        "or pca (gqn: as flat, the patches map first cut to --gqn-pca-dims by a fixed whitening PCA)",
+    )
+    parser.add_argument(
+        "--gqn-pca-dims",
+        type=int,
+        default=64,
+        help="with --gqn-extractor pca: principal components of the patches map the policy reads",
     )
     parser.add_argument(
         "--gqn-vector-reading",

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from agents.features import GQNMazeExtractor
+from agents.features import GQNMazeExtractor, ProjectedExtractor, fit_projection
 from agents.oracle import GOAL_MODES, RAY_ANGLES, PrivilegedGoal, PrivilegedRays, StateOracle
 from agents.rl import PPO_SETTINGS, make_agent, make_vec_env
 from gqn_env.envs import privileged
@@ -192,6 +192,48 @@ def test_extractor_refuses_spaces_it_cannot_read():
         GQNMazeExtractor(gym.spaces.Box(0, 1, (3,)))
     with pytest.raises(ValueError, match="shape"):
         GQNMazeExtractor(gym.spaces.Dict({"x": gym.spaces.Box(0, 1, (2, 2, 2, 2))}))
+
+
+def test_fit_projection_whitens_the_top_components_and_refuses_bad_samples():
+    rng = np.random.default_rng(0)
+    # Samples that vary along two directions only (standard deviations 3 and 1), plus an offset.
+    directions = np.linalg.qr(rng.standard_normal((10, 2)))[0].T  # (2, 10), orthonormal rows
+    x = 5.0 + (rng.standard_normal((500, 2)) * [3.0, 1.0]) @ directions
+    mean, basis = fit_projection(x, 2)
+    assert mean.shape == (10,) and basis.shape == (10, 2) and mean.dtype == basis.dtype == np.float32
+    z = (x - mean) @ basis
+    np.testing.assert_allclose(z.std(axis=0, ddof=1), [1.0, 1.0], rtol=1e-4)  # unit variance each
+    np.testing.assert_allclose(np.corrcoef(z.T)[0, 1], 0.0, atol=1e-6)  # uncorrelated
+    top = basis[:, 0] / np.linalg.norm(basis[:, 0])
+    assert abs(top @ directions[0]) > 0.999  # the first component is the widest direction
+    # A third component has no variance: it reads zeros, not noise blown up.
+    _, basis3 = fit_projection(x, 3)
+    assert np.abs((x - mean) @ basis3[:, 2]).max() < 1e-3
+    for bad, dims in ((x, 0), (x, 11), (x[:1], 1), (np.full((5, 3), np.nan), 1)):
+        with pytest.raises(ValueError):
+            fit_projection(bad, dims)
+
+
+def test_projected_extractor_projects_its_keys_and_passes_the_others_flat():
+    space = gym.spaces.Dict(
+        {
+            "patches": gym.spaces.Box(-np.inf, np.inf, (2, 2, 2), np.float32),
+            "viewpoint": gym.spaces.Box(-1, 1, (7,), np.float32),
+        }
+    )
+    mean = np.arange(8, dtype=np.float32)
+    basis = np.random.default_rng(0).standard_normal((8, 3)).astype(np.float32)
+    extractor = ProjectedExtractor(space, {"patches": (mean, basis)})
+    assert extractor.features_dim == 3 + 7 and not list(extractor.parameters())  # nothing learns
+    obs = {"patches": torch.rand(4, 2, 2, 2), "viewpoint": torch.rand(4, 7)}
+    out = extractor(obs)
+    expected = (obs["patches"].flatten(1) - torch.from_numpy(mean)) @ torch.from_numpy(basis)
+    torch.testing.assert_close(out[:, :3], expected)
+    torch.testing.assert_close(out[:, 3:], obs["viewpoint"])
+    with pytest.raises(ValueError, match="not in the observation"):
+        ProjectedExtractor(space, {"image": (mean, basis)})
+    with pytest.raises(ValueError, match="projection of 'patches'"):
+        ProjectedExtractor(space, {"patches": (mean[:4], basis)})
 
 
 def test_record_select_learns_which_rows_to_read():

@@ -58,7 +58,18 @@ def test_r_parts_split_a_map_models_r_and_retrieval_scores_each_part():
         encodings = np.stack([halves[0]] * 4 + [halves[1]] * 4).astype(np.float32)  # first half, then second
         pixels = {part: rng.random(d).astype(np.float32) for part in ("all", "even", "odd", "first", "second")}
         records.append(
-            rp.SceneRecord(i, encodings, pixels, np.zeros(2), False, np.zeros(4, np.int64), np.zeros(4, bool), 12)
+            rp.SceneRecord(
+                seed=i,
+                encodings=encodings,
+                mean_pixels=pixels,
+                goal_xz=np.zeros(2),
+                goal_seen=False,
+                goal_reached=False,
+                last_viewpoint=np.zeros(7, np.float32),
+                textures=np.zeros(4, np.int64),
+                visited=np.zeros(4, bool),
+                num_textures=12,
+            )
         )
     rows = {(row["split"], row["feature"]): row for row in rp.run_retrieval(records, 1, 0, scene_width=2)}
     assert rows[("halves", "r_scene")]["top1/cosine"] == 1.0
@@ -143,6 +154,8 @@ def test_scene_records_carry_consistent_ground_truth():
     for record in records:
         assert 2 <= len(record.encodings) <= 16 and record.encodings.shape[1] == 8
         assert np.all(np.abs(record.goal_xz) <= 1.0)
+        assert isinstance(record.goal_reached, bool)
+        assert record.last_viewpoint.shape == (7,) and np.all(np.abs(record.last_viewpoint) <= 1.0)
         assert len(set(record.textures.tolist())) == 4  # distinct wall textures per room while they last
         assert record.visited.any() and record.images is None
         # r of identical parts is identical; of the two halves, not.

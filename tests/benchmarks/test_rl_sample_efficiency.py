@@ -277,6 +277,38 @@ def test_flat_extractor_gives_the_heads_the_flattened_observation():
     assert not bench.same_run({"steps": 100}, {"steps": 100, "gqn_vector_reading": "raw"}, "gqn")
 
 
+def test_pca_extractor_reads_the_patches_through_a_fitted_projection():
+    from agents.features import ProjectedExtractor
+    from agents.rl import fit_key_projection
+    from world_model import GQN, GQNConfig
+
+    scene = {"num_rows": 2, "num_cols": 2, "max_episode_steps": 20, "map_size": 32, "image_size": 16}
+    model = GQN(GQNConfig.tiny())
+    mean, basis = fit_key_projection(model, "GQNMazeScene-v0", "patches", dims=4, scenes=2, steps=10, env_kwargs=scene)
+    import torch
+
+    from agents.rl import make_agent
+
+    venv = _tiny_gqn_venv()
+    args = _head_args(gqn_extractor="pca", gqn_pca_dims=4)
+    kwargs = bench.gqn_policy_kwargs(args, {"patches": (mean, basis)})
+    policy = make_agent("gqn", venv, {"n_steps": 32, "batch_size": 32}, policy_kwargs=kwargs).policy
+    patch_width = int(np.prod(venv.observation_space["patches"].shape))
+    venv.close()
+    assert basis.shape == (patch_width, 4)
+    assert isinstance(policy.features_extractor, ProjectedExtractor) and policy.features_extractor.features_dim == 4 + 7
+    first = next(m for m in policy.mlp_extractor.policy_net if isinstance(m, torch.nn.Linear))
+    assert first.in_features == 4 + 7  # the heads read the components and the viewpoint directly
+    with pytest.raises(ValueError, match="projections"):
+        bench.gqn_policy_kwargs(args)
+    with pytest.raises(ValueError, match="GQNMazeExtractor"):
+        bench.gqn_policy_kwargs(_head_args(gqn_extractor="pca", gqn_map_channels=8), {"patches": (mean, basis)})
+    # Runs saved before the option existed read 64 components (the default), and only gqn reads it.
+    assert bench.same_run({"steps": 100}, {"steps": 100, "gqn_pca_dims": 64}, "gqn")
+    assert not bench.same_run({"steps": 100}, {"steps": 100, "gqn_pca_dims": 32}, "gqn")
+    assert bench.same_run({"steps": 100}, {"steps": 100, "gqn_pca_dims": 32}, "pixels")
+
+
 def test_the_scene_s_distractor_count_tells_runs_apart_for_every_variant():
     saved = {"steps": 100}  # saved before --objects-per-room existed: the scene default, one a room
     for variant in ("gqn", "pixels", "state_oracle"):
