@@ -199,24 +199,25 @@ def fit_key_projection(
 ) -> tuple[np.ndarray, np.ndarray]:
     """A whitening PCA of one GQNMaze observation key (:func:`agents.features.fit_projection`).
 
-    Fitted without labels or rewards on random walks (turn left, turn right, forward with
-    probabilities 0.25, 0.25, 0.5) of ``scenes`` scenes, ``steps`` steps each, every step's
-    ``key`` kept. The scenes are the world model's training scenes
-    (:func:`agents.world_model_training.training_seeds`), not the RL runs'.
+    Fitted without labels or rewards on walks of :class:`agents.collectors.RandomWalker`
+    through ``scenes`` scenes, ``steps`` steps each, every step's ``key`` kept. The scenes
+    are the world model's training scenes (:func:`agents.world_model_training.training_seeds`),
+    not the RL runs'.
     """
+    from agents.collectors import RandomWalker
     from agents.features import fit_projection
     from agents.world_model_training import training_seeds
 
     gqn_id = env_id.replace("GQNMazeScene", "GQNMaze")
     env = gym.make(f"gqn_env:{gqn_id}", model=model, **{**(env_kwargs or {}), "obs_keys": (key,)})
-    rng = np.random.default_rng(seed)
+    walker = RandomWalker(np.random.default_rng(seed))
     samples = []
     try:
         for scene_seed in training_seeds(seed, 0, scenes):
-            obs, _ = env.reset(seed=scene_seed)
+            obs, info = env.reset(seed=scene_seed)
             samples.append(obs[key].reshape(-1))
             for _ in range(steps - 1):
-                obs, _, terminated, truncated, _ = env.step(int(rng.choice(3, p=(0.25, 0.25, 0.5))))
+                obs, _, terminated, truncated, info = env.step(walker.act(info))
                 samples.append(obs[key].reshape(-1))
                 if terminated or truncated:
                     break

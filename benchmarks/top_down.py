@@ -9,7 +9,8 @@ Usage::
 On held-out scenes (seeds never trained on), an agent walks ``--steps`` steps
 (``--policy``: by default the count-based explorer of :mod:`agents.collectors`,
 which heads for floor it has not been on, or the random walker; every frame
-kept). After the first 1, 4, 16, 64 and all frames of the walk, the model renders the top-down viewpoint
+kept). After the first 1, 4, 16, 64 and all frames of the walk, the model
+renders the top-down viewpoint
 (:data:`world_model.frames.TOP_DOWN_VIEWPOINT`) from the representation of those
 frames, summed and, past ``context_max`` frames, scaled to ``context_max``
 frames' worth as GQNMaze's wrapper does. Each prediction (the prior mean) is
