@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m benchmarks.representation_probes            # about 20 minutes on one CPU core (1,440 scenes)
+    python -m benchmarks.representation_probes            # about 8 minutes on one CPU core (1,440 scenes)
     python -m benchmarks.representation_probes --quick    # a smoke run, seconds
     python -m benchmarks.representation_probes --save     # benchmarks/results/representation_probes.{json,png}
 
