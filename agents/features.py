@@ -159,7 +159,7 @@ def fit_projection(samples: np.ndarray, dims: int) -> tuple[np.ndarray, np.ndarr
     scaled to unit variance over the samples (components with no variance stay at zero).
     """
     x = np.asarray(samples, dtype=np.float64).reshape(len(samples), -1)
-    if x.ndim != 2 or len(x) < 2 or not 1 <= dims <= min(x.shape):
+    if len(x) < 2 or not 1 <= dims <= min(x.shape):
         raise ValueError(f"need (N >= 2, F) samples and 1 <= dims <= min(N, F), got {x.shape} and dims={dims}")
     if not np.isfinite(x).all():
         raise ValueError("samples must be finite")
