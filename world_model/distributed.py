@@ -153,7 +153,10 @@ def torchrun_group(backend: str | None = None) -> Iterator[tuple[int, int, torch
     """``(rank, world size, device)`` for a command that may run under torchrun.
 
     Under torchrun (``WORLD_SIZE`` > 1) the process group is initialised on entry and
-    destroyed on exit; otherwise this yields ``(0, 1, None)`` and does nothing.
+    destroyed on exit; otherwise this yields ``(0, 1, None)`` and does nothing. On a
+    normal exit every rank first waits for the others (a barrier): a rank that tore the
+    group down while rank 0, which hosts its store, was still writing a checkpoint could
+    abort in gloo's teardown.
     """
     if int(os.environ.get("WORLD_SIZE", 1)) == 1:
         yield 0, 1, None
@@ -161,6 +164,7 @@ def torchrun_group(backend: str | None = None) -> Iterator[tuple[int, int, torch
     rank, world, device = init_from_env(backend)
     try:
         yield rank, world, device
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
