@@ -211,10 +211,11 @@ def gqn_policy_kwargs(args: argparse.Namespace, projections: dict | None = None)
             raise ValueError(
                 f"{', '.join(given)}: options of GQNMazeExtractor, not of the {args.gqn_extractor} extractor"
             )
-        kwargs: dict = {"features_extractor_class": CombinedExtractor}
-        if args.gqn_extractor == "pca":
-            if projections is None:
-                raise ValueError("the pca extractor needs its projections (fit_key_projection)")
+        if args.gqn_extractor == "flat":
+            kwargs: dict = {"features_extractor_class": CombinedExtractor}
+        elif projections is None:
+            raise ValueError("the pca extractor needs its projections (fit_key_projection)")
+        else:
             kwargs = {
                 "features_extractor_class": ProjectedExtractor,
                 "features_extractor_kwargs": {"projections": projections},
