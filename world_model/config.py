@@ -243,6 +243,11 @@ class TrainConfig:
     top_down_fraction: float = 0.0
     """Share of queries that are the scene's top-down view, where the scene has one (the
     collectors add it when this is > 0); context stays first-person."""
+    view_dropout: float = 0.0
+    """Share of queries rendered from r alone, their nearest-view input taken away
+    (:func:`world_model.model.drop_views`; a model with ``ModelConfig.view_channels`` only).
+    With the nearest view the generator can copy what a neighbouring frame showed, so r need
+    not hold it; queries without one make r carry the scene. 0 (default) draws nothing."""
     freeze_representation: bool = False
     """Train the generator (and the map head, if the model has one: ``map_channels``) only;
     the rest of the representation network keeps its weights. What an agent observes
@@ -256,6 +261,9 @@ class TrainConfig:
         fraction = self.top_down_fraction
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
             raise ValueError(f"TrainConfig.top_down_fraction must be in [0, 1], got {fraction!r}")
+        dropout = self.view_dropout
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout <= 1:
+            raise ValueError(f"TrainConfig.view_dropout must be in [0, 1], got {dropout!r}")
         check_choice("TrainConfig.context_sampling", self.context_sampling, CONTEXT_SAMPLINGS)
         check_choice("TrainConfig.context_selection", self.context_selection, CONTEXT_SELECTIONS)
         _check_flags(self, ["freeze_representation"])
@@ -330,6 +338,14 @@ class GQNConfig:
     """The architecture."""
     train: TrainConfig = field(default_factory=TrainConfig)
     """The training recipe."""
+
+    def __post_init__(self) -> None:
+        """Check what the two parts must agree on."""
+        if self.train.view_dropout > 0 and not self.model.view_channels:
+            raise ValueError(
+                f"TrainConfig.view_dropout={self.train.view_dropout} takes away the nearest-view input, "
+                "which this model does not have (ModelConfig.view_channels = 0)"
+            )
 
     def __getattr__(self, name: str) -> Any:
         """Read a field of ``model`` or ``train`` (or their derived properties) by its own name."""

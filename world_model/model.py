@@ -85,6 +85,7 @@ def forward_batch(
         batch["query_viewpoints"],
         sigma=sigma,
         generator=generator,
+        drop_view=batch.get("drop_view"),
     )
 
 
@@ -135,6 +136,21 @@ def _gather_nearest(
     nearest = (viewpoints - query_viewpoints[:, None]).square().sum(dim=-1).argmin(dim=1)  # (Q,)
     rows = torch.arange(q, device=images.device)
     return images[rows, nearest], viewpoints[rows, nearest]
+
+
+def drop_views(
+    view: tuple[torch.Tensor, torch.Tensor], query_viewpoints: torch.Tensor, drop: Any
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The nearest-view input with the views of the queries marked in ``drop`` ``(Q,)`` taken away.
+
+    A dropped view is a black image at the query's own viewpoint (offset 0), which no real
+    view is, so the generator can tell that it has r alone for that query.
+    """
+    images, viewpoints = view
+    keep = ~torch.as_tensor(np.asarray(drop, dtype=bool), device=images.device)
+    if keep.shape != (images.shape[0],):
+        raise ValueError(f"drop_view must be one flag per query ({images.shape[0]}), got shape {tuple(keep.shape)}")
+    return images * keep[:, None, None, None], torch.where(keep[:, None], viewpoints, query_viewpoints)
 
 
 class GQN(nn.Module):
@@ -210,10 +226,12 @@ class GQN(nn.Module):
         qv = viewpoints_to_tensor(query_viewpoints, self.config.viewpoint_dim, self.device, lead=1)
         return _gather_nearest(x, v, qv)
 
-    def _view_input(self, context: Any, qv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The generator's input besides r: the context view nearest each query, or None for a plain model."""
+    def _view_input(
+        self, context: Any, qv: torch.Tensor, drop_view: Any = None
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The generator's input besides r from a ``context`` pair: :meth:`_nearest_input` after validation."""
         if not self.config.view_channels:
-            return None
+            return self._nearest_input(None, None, qv, drop_view)
         if context is None:
             raise ValueError(
                 "This model (view_channels > 0) renders from r and the context view nearest each query: "
@@ -223,8 +241,21 @@ class GQN(nn.Module):
             images, viewpoints = context
         except (TypeError, ValueError):
             raise ValueError(f"context must be a pair (images, viewpoints), got {type(context).__name__}") from None
-        x, v = self._context(images, viewpoints)
-        return _gather_nearest(x, v, qv)
+        return self._nearest_input(*self._context(images, viewpoints), qv, drop_view)
+
+    def _nearest_input(
+        self, x: torch.Tensor | None, v: torch.Tensor | None, qv: torch.Tensor, drop_view: Any
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The context view nearest each query, or None for a model without that input.
+
+        ``drop_view`` ``(Q,)`` bool: queries that get no view (:func:`drop_views`); None: all get theirs.
+        """
+        if not self.config.view_channels:
+            if drop_view is not None:
+                raise ValueError("drop_view is for a model with a nearest-view input (view_channels > 0)")
+            return None
+        view = _gather_nearest(x, v, qv)
+        return view if drop_view is None else drop_views(view, qv, drop_view)
 
     def _count_input(self, frames: Any, batch: int) -> torch.Tensor | None:
         """:func:`context_excess` of r's ``frames`` views as ``(B, 1)``, for a model that reads it (else None).
@@ -256,8 +287,13 @@ class GQN(nn.Module):
         query_viewpoints: Any,
         sigma: float,
         generator: torch.Generator | None = None,
+        drop_view: Any = None,
     ) -> dict[str, torch.Tensor]:
         """The training pass: negative ELBO of the query images given the context.
+
+        ``drop_view`` (``(B,)`` bool, a model with ``view_channels`` only): queries whose
+        nearest-view input is taken away (:func:`drop_views`), so that they are rendered from r
+        alone (``TrainConfig.view_dropout``).
 
         Returns:
             ``loss`` (negative ELBO per query, averaged over the batch; nats),
@@ -275,7 +311,7 @@ class GQN(nn.Module):
             raise ValueError(
                 f"Batch sizes differ: context {r.shape[0]}, queries {target.shape[0]}, viewpoints {qv.shape[0]}"
             )
-        view = _gather_nearest(x, v, qv) if self.config.view_channels else None
+        view = self._nearest_input(x, v, qv, drop_view)
         count = self._count_input(frames, qv.shape[0])
         mean, kl = self.generator.run(r, qv, target=target, generator=generator, view=view, count=count)
         # Gaussian pixel likelihood, summed over pixels: (B,)
@@ -296,6 +332,7 @@ class GQN(nn.Module):
         generator: torch.Generator | None = None,
         sample: bool = False,
         frames: Any = None,
+        drop_view: Any = None,
     ) -> torch.Tensor:
         """Imagine: render query viewpoints from r by the prior; ``(B, 3, S, S)`` in [0, 1].
 
@@ -313,10 +350,13 @@ class GQN(nn.Module):
                 or one per query. A model with ``config.count_input`` or a ``coverage`` map head
                 reads it (``None``: at most
                 ``context_max``, as :meth:`scene_representation` of a short context gives).
+            drop_view: ``(B,)`` bool: render these queries from r alone, without their nearest
+                view (:func:`drop_views`). Only a model trained so (``TrainConfig.view_dropout``)
+                has learned to; for any other it is an input it never saw.
         """
         qv = viewpoints_to_tensor(query_viewpoints, self.config.viewpoint_dim, self.device, lead=1)
         r = self._check_r(r, qv.shape[0])
-        view = self._view_input(context, qv)
+        view = self._view_input(context, qv, drop_view)
         count = self._count_input(frames, qv.shape[0])
         mean, _ = self.generator.run(r, qv, generator=generator, sample=sample, view=view, count=count)
         return mean

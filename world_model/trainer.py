@@ -204,6 +204,8 @@ class Trainer:
             order = np.argsort(self.np_rng.random((b, k)), axis=1)[:, :keep]  # (B, keep) random views per item
             batch["context_images"] = np.take_along_axis(images, order[:, :, None, None, None], axis=1)
             batch["context_viewpoints"] = np.take_along_axis(viewpoints, order[:, :, None], axis=1)
+        if c.view_dropout > 0:
+            batch["drop_view"] = self.np_rng.random(b) < c.view_dropout  # (B,) queries rendered from r alone
         return batch
 
     def step(self) -> dict[str, float]:

@@ -132,6 +132,9 @@ def test_bad_sigma_raises():
         ({"inference_channels": 0}, "inference_channels"),
         ({"view_channels": -1}, "view_channels"),
         ({"seed": 1.5}, "seed"),
+        ({"view_dropout": 1.5}, "view_dropout"),
+        ({"view_dropout": True}, "view_dropout"),
+        ({"view_dropout": 0.5}, "view_channels = 0"),  # tiny has no nearest-view input to drop
     ],
 )
 def test_bad_config_raises(changes, match):

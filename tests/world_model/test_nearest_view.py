@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from tests.world_model.conftest import fill_buffer
 from tests.world_model.test_model import B, K, batch
-from world_model import GQN, GQNConfig
+from world_model import GQN, GQNConfig, Trainer
 from world_model.evaluation import evaluate
+from world_model.model import drop_views
 
 VIEW = GQNConfig.tiny().replace(view_channels=6)
 
@@ -130,3 +132,37 @@ def test_evaluation_hands_a_view_model_the_nearest_context_view():
     ]
     results = evaluate(model, scenes, mean_image=np.full((s, s, 3), 0.5))
     assert results["mse_model"] == pytest.approx(results["mse_nearest"], rel=1e-6)
+
+
+def test_a_dropped_view_renders_from_r_alone():
+    """drop_view takes the nearest view away: those queries no longer depend on the context's pixels."""
+    model = GQN(VIEW)
+    ci, cv, _, qv = batch(VIEW)
+    r = model.scene_representation(ci, cv)
+    drop = np.array([True, False, True])
+    a = model.render(r, qv, context=(ci, cv), drop_view=drop)
+    b = model.render(r, qv, context=(255 - ci, cv), drop_view=drop)  # same r, other pixels
+    torch.testing.assert_close(a[drop], b[drop])
+    assert not torch.allclose(a[~drop], b[~drop])
+    kept = model.render(r, qv, context=(ci, cv))
+    torch.testing.assert_close(a[~drop], kept[~drop])
+    images, viewpoints = model.nearest_view(ci, cv, qv)
+    dropped_images, dropped_viewpoints = drop_views((images, viewpoints), torch.as_tensor(qv), drop)
+    assert dropped_images[drop].abs().sum() == 0
+    torch.testing.assert_close(dropped_viewpoints[drop], torch.as_tensor(qv)[drop])  # offset 0
+    with pytest.raises(ValueError, match="one flag per query"):
+        model.render(r, qv, context=(ci, cv), drop_view=drop[:2])
+    with pytest.raises(ValueError, match="drop_view is for a model with a nearest-view input"):
+        plain = GQN(GQNConfig.tiny())
+        plain.render(plain.scene_representation(ci, cv), qv, drop_view=drop)
+
+
+def test_view_dropout_marks_a_share_of_training_queries():
+    """The trainer draws ``drop_view`` per query from its seeded generator; the training pass reads it."""
+    config = VIEW.replace(view_dropout=0.5, batch_size=64)
+    sampler = fill_buffer(config)
+    trainer = Trainer(config, sampler)
+    batch_ = trainer.sample_batch()
+    assert batch_["drop_view"].dtype == bool and 20 < batch_["drop_view"].sum() < 44
+    assert np.isfinite(trainer.step()["loss"])
+    assert "drop_view" not in Trainer(config.replace(view_dropout=0.0), sampler).sample_batch()
