@@ -67,6 +67,7 @@ LATER_TRAIN_DEFAULTS: dict[str, Any] = {
     "context_sampling": "uniform",
     "context_selection": "random",
     "context_draw_max": 0,
+    "view_dropout": 0.0,
 }
 #: Architecture fields added since the current layout: a config without one takes this value.
 LATER_MODEL_DEFAULTS: dict[str, Any] = {"map_channels": 0, "map_layout": "vector", "count_input": False}
