@@ -24,19 +24,26 @@ condition                   r summed over                       nearest-view inp
 ``full``                    every frame                         every frame (what the wrappers imagine)
 ``r_full``                  every frame                         the frames that did not see the goal
 ``r_without_goal``          the frames that did not see it      the frames that did not see it
+``r_sightings``             the frames that saw it (at most     the frames that did not see it
+                            ``context_max``, spread out)
+``r_others``                as many frames that did not see     the frames that did not see it
+                            it, drawn at random
 ``r_full_alone``            every frame                         none (:func:`world_model.model.drop_views`)
 ``r_without_goal_alone``    the frames that did not see it      none
 ==========================  ==================================  ==================================
 
 ``r_full`` against ``r_without_goal`` is what r holds of the goal: the same nearest-view
-input, r with and without the frames that saw the box. ``full`` against ``r_full`` is what
+input, r with and without the frames that saw the box. In a walk of about 175 frames the
+sightings are a few percent of the sum; ``r_sightings`` against ``r_others`` asks the same
+of a short context, the sightings alone against as many other frames of the walk, where
+nothing dilutes them. ``full`` against ``r_full`` is what
 the nearest-view input adds. The ``_alone`` pair is the same test without any view input,
 which only a model trained with ``TrainConfig.view_dropout`` has learned to render (for
 any other the black view is an input it never saw). Sums of more than ``context_max``
 views are scaled to ``context_max`` views' worth, as the wrappers do.
 
 Scores, per scene and condition: **goal redness**, the mean of ``R - max(G, B)`` over the
-goal's pixels (the truth's is about 0.5; a scene without the box there scores near 0),
+goal's pixels (the truth's is about 0.87; a scene without the box there scores near 0),
 the same over the rest of the image (a control: a render that is redder everywhere is not
 a remembered box), and PSNR on the goal's pixels and on the whole view. The paired
 differences between conditions come with their standard errors and the share of scenes
@@ -71,17 +78,22 @@ from world_model.model import scale_to_context
 
 #: Scene seeds: apart from the evaluation scenes, the RL probes' (+ 500_000) and the representation probes' (+ 600_000).
 SEED_BASE = EVAL_SEED_BASE + 700_000
-#: Each condition: (r from the frames that saw the goal too, nearest view from them too, a nearest view at all).
+#: Each condition: (the frames r is summed over, the frames the nearest view is chosen from, a view input at all).
+#: Frames: ``all``; ``without_goal``, those that did not see the goal; ``sightings``, those that did (at
+#: most ``context_max``, spread over the walk); ``others``, as many frames that did not, drawn at random.
 CONDITIONS = {
-    "full": (True, True, True),
-    "r_full": (True, False, True),
-    "r_without_goal": (False, False, True),
-    "r_full_alone": (True, False, False),
-    "r_without_goal_alone": (False, False, False),
+    "full": ("all", "all", True),
+    "r_full": ("all", "without_goal", True),
+    "r_without_goal": ("without_goal", "without_goal", True),
+    "r_sightings": ("sightings", "without_goal", True),
+    "r_others": ("others", "without_goal", True),
+    "r_full_alone": ("all", "without_goal", False),
+    "r_without_goal_alone": ("without_goal", "without_goal", False),
 }
 #: The paired differences reported: (name, condition, reference).
 CONTRASTS = (
     ("r_holds_goal", "r_full", "r_without_goal"),
+    ("sightings_hold_goal", "r_sightings", "r_others"),
     ("r_holds_goal_alone", "r_full_alone", "r_without_goal_alone"),
     ("view_adds", "full", "r_full"),
 )
@@ -181,24 +193,33 @@ def collect(image_size: int, args: argparse.Namespace, env_kwargs: dict | None =
     return [s for s in scenes if s is not None], len(scenes)
 
 
+def frame_sets(saw_goal: np.ndarray, context_max: int, seed: int) -> dict[str, np.ndarray]:
+    """The frame indices each condition's r and nearest view are drawn from (see :data:`CONDITIONS`)."""
+    without = np.flatnonzero(~saw_goal)
+    seen = np.flatnonzero(saw_goal)
+    count = min(len(seen), context_max, len(without))
+    sightings = seen[np.linspace(0, len(seen) - 1, count).round().astype(int)]  # spread over the sightings
+    others = np.sort(np.random.default_rng(seed).choice(without, size=count, replace=False))
+    return {"all": np.arange(len(saw_goal)), "without_goal": without, "sightings": sightings, "others": others}
+
+
 @torch.inference_mode()
 def render_conditions(model: Any, scene: Scene) -> dict[str, np.ndarray]:
     """The query rendered (prior mean) in every condition of :data:`CONDITIONS`: ``{name: (S, S, 3) float32}``."""
     encodings = model.encode(scene.images, scene.viewpoints)  # (T, *r_shape)
     context_max = int(model.config.context_max)
-    without = torch.as_tensor(~scene.saw_goal)
-    frames = {True: np.arange(len(scene.images)), False: np.flatnonzero(~scene.saw_goal)}
+    frames = frame_sets(scene.saw_goal, context_max, scene.seed)
     r = {
-        True: scale_to_context(encodings.sum(0, keepdim=True), len(frames[True]), context_max),
-        False: scale_to_context(encodings[without].sum(0, keepdim=True), len(frames[False]), context_max),
+        name: scale_to_context(encodings[torch.as_tensor(index)].sum(0, keepdim=True), len(index), context_max)
+        for name, index in frames.items()
     }
     query = scene.query_viewpoint[None]
     renders = {}
-    for name, (r_all, view_all, with_view) in CONDITIONS.items():
-        index = frames[view_all]
+    for name, (r_frames, view_frames, with_view) in CONDITIONS.items():
+        index = frames[view_frames]
         context = (scene.images[index][None], scene.viewpoints[index][None])
         drop = None if with_view else np.ones(1, dtype=bool)
-        image = model.render(r[r_all], query, context=context, frames=len(frames[r_all]), drop_view=drop)
+        image = model.render(r[r_frames], query, context=context, frames=len(frames[r_frames]), drop_view=drop)
         renders[name] = image[0].permute(1, 2, 0).cpu().numpy()
     return renders
 

@@ -106,3 +106,18 @@ def test_tiny_run_keeps_scenes_that_saw_the_goal_and_repeats_under_a_seed(tmp_pa
 def test_a_model_without_a_nearest_view_input_is_refused():
     with pytest.raises(ValueError, match="view_channels"):
         gr.run(tiny_args(), model=GQN(GQNConfig.tiny()), env_kwargs=TINY_MAZE)
+
+
+def test_frame_sets_split_the_walk_by_whether_the_goal_was_in_view():
+    saw = np.zeros(40, bool)
+    saw[5:25] = True  # 20 sightings
+    sets = gr.frame_sets(saw, context_max=8, seed=3)
+    np.testing.assert_array_equal(sets["all"], np.arange(40))
+    np.testing.assert_array_equal(sets["without_goal"], np.r_[0:5, 25:40])
+    assert len(sets["sightings"]) == 8 and saw[sets["sightings"]].all()
+    assert sets["sightings"][0] == 5 and sets["sightings"][-1] == 24  # spread from the first sighting to the last
+    assert len(sets["others"]) == 8 and not saw[sets["others"]].any() and len(set(sets["others"])) == 8
+    np.testing.assert_array_equal(sets["others"], gr.frame_sets(saw, 8, seed=3)["others"])  # seeded
+    # Fewer frames without the goal than context_max: both short contexts shrink to match.
+    few = gr.frame_sets(np.r_[np.ones(10, bool), np.zeros(3, bool)], context_max=8, seed=0)
+    assert len(few["sightings"]) == len(few["others"]) == 3
