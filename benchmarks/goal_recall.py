@@ -72,6 +72,7 @@ from agents.world_model_training import EVAL_SEED_BASE
 from benchmarks._common import add_output_options, format_table, output_path, write_json
 from benchmarks.representation_probes import room_of
 from gqn_env.envs import privileged
+from gqn_env.envs.maze_scene import GOAL_SIZE
 from gqn_env.envs.viewpoint import Pose
 from world_model.atomic import atomic_path
 from world_model.model import scale_to_context
@@ -99,8 +100,6 @@ CONTRASTS = (
 )
 #: A pixel is the goal's if its redness ``R - max(G, B)`` is above this (the box's faces are 0.4 to 0.8).
 GOAL_REDNESS = 0.25
-#: The goal box's side (metres), as :mod:`gqn_env.envs.maze_scene` builds it.
-GOAL_SIZE = 0.8
 QUERY_DISTANCE = (1.2, 3.5)
 
 

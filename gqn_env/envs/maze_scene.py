@@ -61,6 +61,8 @@ OBJECT_SHAPES: tuple[str, ...] = ("box", "pillar", "key")
 MAX_MAZE_SIDE = 16
 #: Colour of the goal (a box); distractors use the other MiniWorld colours.
 GOAL_COLOR = "red"
+#: Side of the goal box (metres).
+GOAL_SIZE = 0.8
 
 
 def _texture_exists(name: str) -> bool:
@@ -394,7 +396,7 @@ class GQNMazeScene(MiniWorldEnv, utils.EzPickle):
                 shape = OBJECT_SHAPES[int(rng.integers(len(OBJECT_SHAPES)))]
                 colour = colours[int(rng.integers(len(colours)))]
                 self.place_entity(_make_object(shape, colour), room=room)
-        self.goal = self.place_entity(_make_object("box", GOAL_COLOR, size=0.8))
+        self.goal = self.place_entity(_make_object("box", GOAL_COLOR, size=GOAL_SIZE))
         self.place_agent()
 
     @property
