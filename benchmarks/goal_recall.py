@@ -130,20 +130,6 @@ def goal_mask(truth: np.ndarray, distance: float) -> np.ndarray:
     return (redness(truth) > GOAL_REDNESS) & columns[None, :]
 
 
-def _goal_visible_from(scene: Any, poses: np.ndarray) -> np.ndarray:
-    """Per pose ``(x, z, yaw, pitch)``, whether the goal is in view from it; the agent is left as it was."""
-    agent = scene.agent
-    saved = (agent.pos.copy(), agent.dir)
-    try:
-        flags = []
-        for x, z, yaw, _ in poses:
-            agent.pos, agent.dir = np.array([x, 0.0, z]), float(yaw)
-            flags.append(privileged.goal_visible(scene))
-        return np.array(flags, dtype=bool)
-    finally:
-        agent.pos, agent.dir = saved
-
-
 def facing_goal(scene: Any, rng: np.random.Generator, tries: int = 2000) -> tuple[Pose, float] | None:
     """A free pose in the goal's room facing the goal, in view, :data:`QUERY_DISTANCE` away; and that distance."""
     goal = np.array([scene.goal.pos[0], scene.goal.pos[2]])
@@ -155,7 +141,7 @@ def facing_goal(scene: Any, rng: np.random.Generator, tries: int = 2000) -> tupl
         if room_of(scene, pose.x, pose.z) != room or not QUERY_DISTANCE[0] < distance < QUERY_DISTANCE[1]:
             continue
         pose = Pose(x=pose.x, z=pose.z, yaw=math.atan2(-dz, dx))  # MiniWorld's heading is (cos yaw, -sin yaw)
-        if _goal_visible_from(scene, pose.as_array()[None])[0]:
+        if privileged.goal_visible_from(scene, pose.as_array()[None])[0]:
             return pose, distance
     return None
 
@@ -164,7 +150,7 @@ def record_scene(env: gym.Env, seed: int, steps: int, rng: np.random.Generator, 
     """Walk scene ``seed``; the :class:`Scene` if it qualifies (goal seen, not reached, a query found), else None."""
     ep = walk(env, seed, steps, make_policy("explorer", rng))
     scene = env.unwrapped
-    saw_goal = _goal_visible_from(scene, ep.poses)
+    saw_goal = privileged.goal_visible_from(scene, ep.poses)
     if not saw_goal.any() or scene.near(scene.goal) or (~saw_goal).sum() < min_frames:
         return None
     query = facing_goal(scene, rng)

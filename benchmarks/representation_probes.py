@@ -141,16 +141,7 @@ def room_of(scene: Any, x: float, z: float) -> int | None:
 
 def goal_seen(scene: Any, poses: np.ndarray) -> bool:
     """Whether the goal was in view (:func:`gqn_env.envs.privileged.goal_visible`) from any of ``poses``."""
-    agent = scene.agent
-    saved = (agent.pos.copy(), agent.dir)
-    try:
-        for x, z, yaw, _ in poses:
-            agent.pos, agent.dir = np.array([x, 0.0, z]), float(yaw)
-            if privileged.goal_visible(scene):
-                return True
-        return False
-    finally:
-        agent.pos, agent.dir = saved
+    return bool(privileged.goal_visible_from(scene, poses).any())
 
 
 def facing_room_centre(scene: Any, rooms: set[int], rng: np.random.Generator) -> Pose:

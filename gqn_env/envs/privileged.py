@@ -109,6 +109,23 @@ def goal_visible(scene: Any) -> bool:
     return bool(ray_distances(scene, np.array([angle]), max_distance=distance + 1.0)[0] > distance)
 
 
+def goal_visible_from(scene: Any, poses: np.ndarray) -> np.ndarray:
+    """:func:`goal_visible` from each pose ``(x, z, yaw[, pitch])`` of ``poses``, ``(N,)`` bool.
+
+    The agent is moved to each pose and put back where it was.
+    """
+    agent = scene.agent
+    saved = (agent.pos.copy(), agent.dir)
+    try:
+        flags = []
+        for x, z, yaw, *_ in np.asarray(poses, dtype=np.float64):
+            agent.pos, agent.dir = np.array([x, 0.0, z]), float(yaw)
+            flags.append(goal_visible(scene))
+        return np.array(flags, dtype=bool)
+    finally:
+        agent.pos, agent.dir = saved
+
+
 def nearest_doorway(scene: Any) -> tuple[float, float]:
     """``(distance, bearing)`` of the nearest doorway centre (``(inf, 0)`` in a one-room maze)."""
     if not scene.doorways:

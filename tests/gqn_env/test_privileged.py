@@ -55,6 +55,18 @@ def test_goal_bearing_and_visibility_agree_with_the_rendered_image(one_room):
             assert (centre > 0.5) == (side == "right")
 
 
+def test_goal_visible_from_each_pose_puts_the_agent_back(one_room):
+    gx, gz = one_room.goal.pos[0], one_room.goal.pos[2]
+    x, z = one_room.agent.pos[0], one_room.agent.pos[2]
+    to_goal = math.atan2(-(gz - z), gx - x)
+    where = (one_room.agent.pos.copy(), one_room.agent.dir)
+    poses = np.array([[x, z, to_goal, 0.0], [x, z, to_goal + math.pi, 0.0], [x, z, to_goal + 0.2, 0.0]])
+    np.testing.assert_array_equal(privileged.goal_visible_from(one_room, poses), [True, False, True])
+    np.testing.assert_array_equal(one_room.agent.pos, where[0])
+    assert one_room.agent.dir == where[1]
+    assert privileged.goal_visible_from(one_room, poses[:0]).shape == (0,)
+
+
 def test_a_wall_hides_the_goal(make_scene):
     env = make_scene(num_rows=2, num_cols=2, objects_per_room=0)
     env.reset(seed=3)
