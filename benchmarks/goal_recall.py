@@ -75,6 +75,7 @@ from gqn_env.envs import privileged
 from gqn_env.envs.maze_scene import GOAL_SIZE
 from gqn_env.envs.viewpoint import Pose
 from world_model.atomic import atomic_path
+from world_model.evaluation import per_image_psnr
 from world_model.model import scale_to_context
 
 #: Scene seeds: apart from the evaluation scenes, the RL probes' (+ 500_000) and the representation probes' (+ 600_000).
@@ -210,8 +211,8 @@ def render_conditions(model: Any, scene: Scene) -> dict[str, np.ndarray]:
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR (dB) of two float arrays in [0, 1]."""
-    return float(-10 * math.log10(max(float(np.mean((a - b) ** 2)), 1e-10)))
+    """PSNR (dB) of two float arrays in [0, 1], floored as the evaluation's (:func:`per_image_psnr`)."""
+    return float(per_image_psnr(np.mean((a - b) ** 2)))
 
 
 def score(render: np.ndarray, scene: Scene) -> dict[str, float]:
